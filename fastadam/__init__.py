@@ -1,0 +1,31 @@
+"""fastadam: fused, in-place optimizer steps on NumPy arrays.
+
+Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``), torch.optim-style
+classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``), and ``fastadam.reference``, the same
+rules in plain NumPy.
+"""
+
+__version__ = "0.1.0"
+
+from ._core import (  # noqa: E402
+    adam_,
+    adamw_,
+    available_simd_paths,
+    get_num_threads,
+    get_simd_path,
+    rmsprop_,
+    set_num_threads,
+    set_simd_path,
+    sgd_,
+)
+from .config import show_config  # noqa: E402
+from .flat import pack  # noqa: E402
+from .optim import SGD, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
+
+__all__ = [
+    "sgd_", "rmsprop_", "adam_", "adamw_",
+    "SGD", "RMSprop", "Adam", "AdamW", "Optimizer",
+    "pack", "show_config",
+    "set_num_threads", "get_num_threads",
+    "available_simd_paths", "get_simd_path", "set_simd_path",
+]

@@ -1,0 +1,174 @@
+# Which compiled kernels run (SIMD path) and on how many threads.
+
+import os
+import warnings
+
+cdef extern from "fa_cpu.h":
+    int fa_cpu_has_avx2() nogil
+    int fa_cpu_has_avx512() nogil
+
+cdef extern from "fa_pool.h":
+    ctypedef void (*fa_task_fn)(void* ctx, int part, int nparts) noexcept nogil
+    void fa_pool_run(fa_task_fn fn, void* ctx, int nparts) nogil
+
+SIMD_PATHS = ("baseline", "avx2", "avx512")   # from lowest to highest
+
+cdef const KernelTable* _table = NULL
+cdef dict _tables = {}          # path name -> capsule, for the paths this CPU can run
+_simd_path = None
+
+
+def _load_tables():
+    import importlib
+    cdef bint cpu[3]
+    cpu[0] = True
+    cpu[1] = fa_cpu_has_avx2()
+    cpu[2] = fa_cpu_has_avx512()
+    for i, name in enumerate(SIMD_PATHS):
+        # Never import a module the CPU cannot run: its code uses those instructions.
+        if not cpu[i]:
+            continue
+        try:
+            mod = importlib.import_module(f"fastadam._simd_{name}")
+        except ImportError:     # not built for this architecture
+            continue
+        _tables[name] = mod.table()
+
+
+def available_simd_paths():
+    """The SIMD paths this CPU can run and this build has, lowest first."""
+    return tuple(p for p in SIMD_PATHS if p in _tables)
+
+
+def get_simd_path():
+    """The SIMD path the kernels run on now: 'baseline', 'avx2' or 'avx512'."""
+    return _simd_path
+
+
+def set_simd_path(path):
+    """Run the kernels on ``path`` (one of :func:`available_simd_paths`); returns the old one.
+
+    All paths give the same bits; this is for testing and benchmarking them.
+    """
+    global _table, _simd_path
+    if path not in _tables:
+        raise ValueError(f"Invalid SIMD path {path!r}: this CPU and build have "
+                         f"{available_simd_paths()}")
+    old = _simd_path
+    _table = <const KernelTable*>PyCapsule_GetPointer(_tables[path], b"fastadam.KernelTable")
+    _simd_path = path
+    return old
+
+
+def _select_simd():
+    _load_tables()
+    paths = available_simd_paths()
+    best = paths[len(paths) - 1]
+    want = os.environ.get("FASTADAM_SIMD", "").strip().lower()
+    if want and want not in _tables:
+        why = "not available on this CPU" if want in SIMD_PATHS else "not a SIMD path"
+        warnings.warn(f"FASTADAM_SIMD={want!r} is {why}; using {best!r}. Choose from "
+                      f"{available_simd_paths()}.", RuntimeWarning, stacklevel=2)
+        want = ""
+    set_simd_path(want or best)
+
+
+_select_simd()
+
+
+# ---------------------------------------------------------------------------- threads
+
+# Below this many elements per thread, waking a worker costs more than it saves
+# (measured with `python -m fastadam.bench --threads 2`).
+cdef Py_ssize_t MIN_PER_THREAD = 1 << 17
+# Thread chunks are multiples of this many elements: whole cache lines, SIMD-aligned.
+cdef Py_ssize_t CHUNK_ALIGN = 64
+
+cdef int _num_threads = 1
+
+
+def _default_threads():
+    env = os.environ.get("FASTADAM_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+            if n >= 1:
+                return n
+        except ValueError:
+            pass
+        warnings.warn(f"FASTADAM_NUM_THREADS={env!r} is not a whole number >= 1; ignored",
+                      RuntimeWarning, stacklevel=2)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n):
+    """Use up to ``n`` threads per step (arrays below a size threshold use one).
+
+    Results are the same bits for any ``n``. Returns the previous setting.
+    """
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"Invalid n: expected an int, got {type(n).__name__}")
+    if not 1 <= n <= 256:
+        raise ValueError(f"Invalid n: {n} (must be between 1 and 256)")
+    old = _num_threads
+    _num_threads = n
+    return old
+
+
+def get_num_threads():
+    """The number of threads a large step may use (FASTADAM_NUM_THREADS, else the CPUs
+    this process may run on)."""
+    return _num_threads
+
+
+set_num_threads(min(_default_threads(), 256))
+
+
+cdef struct Job:
+    kernel_fn fn
+    const Hyper* h
+    const Seg* segs
+    Py_ssize_t nseg
+    Py_ssize_t per_part     # elements per part (the last part may have fewer)
+
+
+cdef void _run_part(void* ctx, int part, int nparts) noexcept nogil:
+    # Run elements [lo, hi) of the concatenation of all segments.
+    cdef const Job* job = <const Job*>ctx
+    cdef Py_ssize_t lo = part * job.per_part, hi = lo + job.per_part
+    cdef Py_ssize_t start = 0, i, a, b, n
+    for i in range(job.nseg):
+        n = job.segs[i].n
+        if start + n > lo:
+            a = lo - start if lo > start else 0
+            b = hi - start if hi - start < n else n
+            if a < b:
+                job.fn(job.h, &job.segs[i], a, b)
+        start += n
+        if start >= hi:
+            break
+
+
+cdef void _run(int kernel, int dtype, const Hyper* h, const Seg* segs, Py_ssize_t nseg,
+               Py_ssize_t total) noexcept nogil:
+    """Apply one kernel to every segment, split over threads when large enough."""
+    cdef Job job
+    cdef Py_ssize_t i
+    cdef int nparts = _num_threads
+    job.fn = _table.fn[kernel][dtype]
+    if total // MIN_PER_THREAD < nparts:
+        nparts = <int>(total // MIN_PER_THREAD)
+    if nparts <= 1:
+        for i in range(nseg):
+            job.fn(h, &segs[i], 0, segs[i].n)
+        return
+    job.h = h
+    job.segs = segs
+    job.nseg = nseg
+    job.per_part = (total + nparts - 1) // nparts
+    job.per_part = (job.per_part + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
+    fa_pool_run(_run_part, &job, nparts)

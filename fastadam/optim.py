@@ -1,0 +1,244 @@
+"""Optimizer classes named and parameterised as in torch.optim.
+
+Each holds its params, its state arrays (allocated when it is built) and one group of
+hyperparameters, and steps every tensor in one native call through a :class:`_core.Plan`
+made when it is built. Hyperparameters live in ``opt.param_groups[0]`` (as in torch) and may
+be changed between steps; they are validated at every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+
+Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
+
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW"]
+
+
+class Optimizer:
+    """Base class: params, state, one hyperparameter group, and a native plan."""
+
+    #: Names of the kernel's three state slots (see fastadam/_kernels.pxd), None = unused.
+    _slots: Tuple[str, str, str] = ("", "", "")
+    _kernel: int = -1
+
+    def __init__(self, params: Params, defaults: Dict[str, Any]):
+        if isinstance(params, Mapping):
+            self._keys: List[Any] = list(params.keys())
+            arrays = [params[k] for k in self._keys]
+            self._is_dict = True
+        elif isinstance(params, (list, tuple)):
+            self._keys = list(range(len(params)))
+            arrays = list(params)
+            self._is_dict = False
+        else:
+            raise TypeError(f"Invalid params: expected a list/tuple of arrays or a dict "
+                            f"name -> array, got {type(params).__name__}")
+        if not arrays:
+            raise ValueError("Invalid params: the optimizer got an empty parameter list")
+        for key, p in zip(self._keys, arrays):
+            _core.check_param(p, f"params[{key!r}]")
+        self.defaults = dict(defaults)
+        self.param_groups = [dict(defaults, params=arrays)]
+        self._step_count = 0
+        wanted = self._wanted_slots(self.defaults)
+        self.state: Dict[Any, Dict[str, Any]] = {
+            key: {name: np.zeros(p.shape, p.dtype)
+                  for name, want in zip(self._slots, wanted) if want}
+            for key, p in zip(self._keys, arrays)
+        }
+        self._plan = _core.Plan(
+            self._kernel, arrays,
+            [tuple(self.state[k].get(name) for name in self._slots) for k in self._keys],
+            [repr(k) for k in self._keys], self._slots)
+        self._call(None, 1)      # validate the hyperparameters now, as torch.optim does
+
+    # -- subclass hooks ------------------------------------------------------------------
+    def _wanted_slots(self, group: Mapping[str, Any]) -> Tuple[bool, bool, bool]:
+        raise NotImplementedError
+
+    def _call(self, grads, step: int) -> None:
+        raise NotImplementedError
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def step_count(self) -> int:
+        """How many steps this optimizer has taken."""
+        return self._step_count
+
+    def step(self, grads: Params) -> None:
+        """Update every param in place from ``grads`` (same structure as the params).
+
+        Every grad, param and hyperparameter is validated before any array is written.
+        """
+        if self._is_dict:
+            if not isinstance(grads, Mapping):
+                raise TypeError(f"Invalid grads: expected a dict like the params, "
+                                f"got {type(grads).__name__}")
+            if len(grads) != len(self._keys) or any(k not in grads for k in self._keys):
+                missing = [k for k in self._keys if k not in grads]
+                extra = [k for k in grads if k not in self.state]
+                raise ValueError(f"Invalid grads: keys differ from the params' "
+                                 f"(missing {missing}, unexpected {extra})")
+            grads = [grads[k] for k in self._keys]
+        self._call(grads, self._step_count + 1)
+        self._step_count += 1
+
+    def state_dict(self) -> Dict[str, Any]:
+        """A copy of the state: ``{'state': {key: {'step': int, name: ndarray}},
+        'param_groups': [{hyperparameters..., 'params': [keys]}]}``."""
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        group["params"] = list(self._keys)
+        return {
+            "state": {key: {"step": self._step_count,
+                            **{name: arr.copy() for name, arr in st.items()}}
+                      for key, st in self.state.items()},
+            "param_groups": [group],
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`. Everything is checked before anything is copied."""
+        if not isinstance(state_dict, Mapping) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError("Invalid state_dict: expected a dict with 'state' and "
+                             "'param_groups'")
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, (list, tuple)) or len(groups) != 1:
+            raise ValueError("Invalid state_dict['param_groups']: expected one group")
+        group = dict(groups[0])
+        if list(group.pop("params", None) or []) != self._keys:
+            raise ValueError(f"Invalid state_dict['param_groups'][0]['params']: expected "
+                             f"{self._keys}")
+        if set(group) != set(self.defaults):
+            raise ValueError(f"Invalid state_dict['param_groups'][0]: expected the keys "
+                             f"{sorted(self.defaults)}, got {sorted(group)}")
+        if not isinstance(state, Mapping) or set(state) != set(self.state):
+            raise ValueError(f"Invalid state_dict['state']: expected the keys {self._keys}")
+        steps = set()
+        for key, ours in self.state.items():
+            theirs = state[key]
+            where = f"state_dict['state'][{key!r}]"
+            if not isinstance(theirs, Mapping) or set(theirs) != set(ours) | {"step"}:
+                raise ValueError(f"Invalid {where}: expected the keys "
+                                 f"{sorted(set(ours) | {'step'})}")
+            for name, arr in ours.items():
+                src = theirs[name]
+                if not isinstance(src, np.ndarray) or src.dtype != arr.dtype \
+                        or src.shape != arr.shape:
+                    raise ValueError(f"Invalid {where}[{name!r}]: expected a {arr.dtype} "
+                                     f"array of shape {arr.shape}")
+            step = theirs["step"]
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+                raise ValueError(f"Invalid {where}['step']: expected an int >= 0")
+            steps.add(int(step))
+        if len(steps) != 1:
+            raise ValueError("Invalid state_dict['state']: the params have different steps")
+        saved = self.param_groups[0]
+        self.param_groups[0] = dict(group, params=saved["params"])
+        try:
+            self._call(None, 1)
+        except (TypeError, ValueError):
+            self.param_groups[0] = saved
+            raise
+        for key, ours in self.state.items():
+            for name, arr in ours.items():
+                np.copyto(arr, state[key][name])
+        self._step_count = steps.pop()
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={v!r}" for k, v in self.param_groups[0].items()
+                          if k != "params")
+        return f"{type(self).__name__}({len(self._keys)} params, {hyper})"
+
+
+class SGD(Optimizer):
+    """SGD with momentum, dampening and Nesterov momentum (torch.optim.SGD's rule);
+    see :func:`fastadam.sgd_` for the formula."""
+
+    _slots = ("momentum_buffer", "", "")
+    _kernel = _core.KERNEL_SGD
+
+    def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+                 *, maximize: bool = False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
+
+    def _wanted_slots(self, group):
+        return (group["momentum"] != 0, False, False)
+
+    def _call(self, grads, step):
+        h = self.param_groups[0]
+        self._plan.sgd(grads, h["lr"], h["momentum"], h["dampening"], h["nesterov"],
+                       h["weight_decay"], h["maximize"], step == 1)
+
+
+class RMSprop(Optimizer):
+    """RMSprop, optionally centered and with momentum (torch.optim.RMSprop's rule);
+    see :func:`fastadam.rmsprop_` for the formula."""
+
+    _slots = ("square_avg", "momentum_buffer", "grad_avg")
+    _kernel = _core.KERNEL_RMSPROP
+
+    def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False, *, maximize: bool = False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered,
+                                      maximize=maximize))
+
+    def _wanted_slots(self, group):
+        return (True, group["momentum"] != 0, bool(group["centered"]))
+
+    def _call(self, grads, step):
+        h = self.param_groups[0]
+        self._plan.rmsprop(grads, h["lr"], h["alpha"], h["eps"], h["weight_decay"],
+                           h["momentum"], h["centered"], h["maximize"])
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, torch.optim.Adam's rule), with AMSGrad, optional bias correction
+    and optional decoupled weight decay; see :func:`fastadam.adam_` for the formula."""
+
+    _slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _kernel = _core.KERNEL_ADAM
+
+    def __init__(self, params: Params, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 bias_correction: bool = True, decoupled_weight_decay: bool = False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize,
+                                      bias_correction=bias_correction,
+                                      decoupled_weight_decay=decoupled_weight_decay))
+
+    def _wanted_slots(self, group):
+        return (True, True, bool(group["amsgrad"]))
+
+    def _call(self, grads, step):
+        h = self.param_groups[0]
+        self._plan.adam(grads, step, h["lr"], h["betas"], h["eps"], h["weight_decay"],
+                        h["amsgrad"], h["maximize"], h["bias_correction"],
+                        h["decoupled_weight_decay"])
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay (default 1e-2), torch.optim.AdamW's rule."""
+
+    def __init__(self, params: Params, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False, bias_correction: bool = True):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         bias_correction=bias_correction, decoupled_weight_decay=True)
+        del self.defaults["decoupled_weight_decay"]
+        del self.param_groups[0]["decoupled_weight_decay"]
+
+    def _call(self, grads, step):
+        h = self.param_groups[0]
+        self._plan.adam(grads, step, h["lr"], h["betas"], h["eps"], h["weight_decay"],
+                        h["amsgrad"], h["maximize"], h["bias_correction"], True)
