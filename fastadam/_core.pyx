@@ -3,6 +3,7 @@
 # by concern; they are one extension module so that a call crosses no module boundary.
 
 cimport numpy as cnp
+import numpy as np
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsSsize_t
 from cpython.number cimport PyNumber_Check

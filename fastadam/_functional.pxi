@@ -8,7 +8,7 @@ cdef inline int _run1(int kernel, int dtype, const Hyper* h, const Seg* s) excep
 
 
 def sgd_(param, grad, *, momentum_buffer=None, lr=1e-3, momentum=0.0, dampening=0.0,
-         bint nesterov=False, weight_decay=0.0, bint maximize=False, step=None):
+         nesterov=False, weight_decay=0.0, maximize=False, step=None):
     """One SGD step, in place.
 
     ``g = -grad if maximize else grad``; ``g += weight_decay * param``;
@@ -27,14 +27,14 @@ def sgd_(param, grad, *, momentum_buffer=None, lr=1e-3, momentum=0.0, dampening=
     _sgd_hyper(&h, lr, momentum, dampening, nesterov, weight_decay, maximize, first)
     if h.use_momentum and momentum_buffer is None:
         raise ValueError("Invalid momentum_buffer: required when momentum != 0, got None")
-    dtype = _check_tensor(&s, param, grad, momentum_buffer, "momentum_buffer",
+    dtype = _check_tensor(&s, REQ_GRAD, param, grad, momentum_buffer, "momentum_buffer",
                           None, "", None, "")
     _run1(K_SGD, dtype, &h, &s)
 
 
 def rmsprop_(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None, lr=1e-2,
-             alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, bint centered=False,
-             bint maximize=False):
+             alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+             maximize=False):
     """One RMSprop step, in place.
 
     ``g = -grad if maximize else grad``; ``g += weight_decay * param``;
@@ -51,30 +51,29 @@ def rmsprop_(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None, lr
     _rmsprop_hyper(&h, lr, alpha, eps, weight_decay, momentum, centered, maximize)
     if h.use_momentum and momentum_buffer is None:
         raise ValueError("Invalid momentum_buffer: required when momentum != 0, got None")
-    if centered and grad_avg is None:
+    if h.centered and grad_avg is None:
         raise ValueError("Invalid grad_avg: required when centered=True, got None")
-    dtype = _check_tensor(&s, param, grad, square_avg, "square_avg",
+    dtype = _check_tensor(&s, REQ_GRAD | REQ_S0, param, grad, square_avg, "square_avg",
                           momentum_buffer, "momentum_buffer", grad_avg, "grad_avg")
     _run1(K_RMSPROP, dtype, &h, &s)
 
 
 cdef int _adam(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay,
-               bint amsgrad, max_exp_avg_sq, bint maximize, bint bias_correction,
-               bint decoupled) except -1:
+               amsgrad, max_exp_avg_sq, maximize, bias_correction, bint decoupled) except -1:
     cdef Hyper h
     cdef Seg s
     _adam_hyper(&h, step, lr, betas, eps, weight_decay, amsgrad, maximize, bias_correction,
                 decoupled)
-    if amsgrad and max_exp_avg_sq is None:
+    if h.amsgrad and max_exp_avg_sq is None:
         raise ValueError("Invalid max_exp_avg_sq: required when amsgrad=True, got None")
-    dtype = _check_tensor(&s, param, grad, exp_avg, "exp_avg", exp_avg_sq, "exp_avg_sq",
-                          max_exp_avg_sq, "max_exp_avg_sq")
+    dtype = _check_tensor(&s, REQ_GRAD | REQ_S0 | REQ_S1, param, grad, exp_avg, "exp_avg",
+                          exp_avg_sq, "exp_avg_sq", max_exp_avg_sq, "max_exp_avg_sq")
     return _run1(K_ADAM, dtype, &h, &s)
 
 
 def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-          weight_decay=0.0, bint amsgrad=False, max_exp_avg_sq=None, bint maximize=False,
-          bint bias_correction=True, bint decoupled_weight_decay=False):
+          weight_decay=0.0, amsgrad=False, max_exp_avg_sq=None, maximize=False,
+          bias_correction=True, decoupled_weight_decay=False):
     """One Adam step (AdamW with ``decoupled_weight_decay=True``), in place.
 
     ``g = -grad if maximize else grad``; weight decay: ``g += weight_decay*param`` (L2) or
@@ -91,8 +90,8 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999)
 
 
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-           weight_decay=1e-2, bint amsgrad=False, max_exp_avg_sq=None, bint maximize=False,
-           bint bias_correction=True):
+           weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None, maximize=False,
+           bias_correction=True):
     """One AdamW step, in place: :func:`adam_` with ``decoupled_weight_decay=True``
     (``param *= 1 - lr*weight_decay`` before the Adam update) and weight_decay 1e-2."""
     _adam(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, amsgrad,
@@ -105,8 +104,8 @@ def roofline_(param, grad, exp_avg, exp_avg_sq):
     divide by its time; the values it leaves are meaningless."""
     cdef Hyper h
     cdef Seg s
-    dtype = _check_tensor(&s, param, grad, exp_avg, "exp_avg", exp_avg_sq, "exp_avg_sq",
-                          None, "")
+    dtype = _check_tensor(&s, REQ_GRAD | REQ_S0 | REQ_S1, param, grad, exp_avg, "exp_avg",
+                          exp_avg_sq, "exp_avg_sq", None, "")
     _run1(K_PROBE, dtype, &h, &s)
 
 

@@ -5,6 +5,9 @@
 # param is still where it was and writable, and fully checks each new grad, including that
 # it shares no memory with any param or state (a binary search in the sorted byte ranges).
 
+# Pass as ``grads`` to a plan's step methods to validate the hyperparameters only.
+CHECK_ONLY = object()
+
 
 cdef struct Range:
     char* lo
@@ -22,6 +25,7 @@ cdef class Plan:
     cdef readonly int kernel
     cdef readonly Py_ssize_t ntensors
     cdef list params, states, param_names, grad_names
+    cdef list arrays            # per tensor: (param, state, ...) as bound, for the re-check
     cdef tuple state_names
     cdef bint has_state[3]
     cdef Seg* segs              # float32 tensors first, then float64
@@ -61,7 +65,7 @@ cdef class Plan:
                 if (st[k] is not None) != self.has_state[k]:
                     raise ValueError(f"Plan: {self.param_names[i]} lacks {state_names[k]}")
             try:
-                dtype = _check_tensor(&s, params[i], None, st[0], state_names[0],
+                dtype = _check_tensor(&s, 0, params[i], None, st[0], state_names[0],
                                       st[1], state_names[1], st[2], state_names[2])
             except (TypeError, ValueError) as e:
                 raise type(e)(f"{self.param_names[i]}: {e}") from None
@@ -76,12 +80,14 @@ cdef class Plan:
             else:
                 self.slot[i] = j64
                 j64 += 1
-            _check_tensor(&self.segs[self.slot[i]], params[i], None, st[0], "", st[1], "",
+            _check_tensor(&self.segs[self.slot[i]], 0, params[i], None, st[0], "", st[1], "",
                           st[2], "")
             if dtypes[i] == F32:
                 self.total32 += self.segs[self.slot[i]].n
             else:
                 self.total64 += self.segs[self.slot[i]].n
+        self.arrays = [tuple(a for a in (params[i],) + tuple(states[i]) if a is not None)
+                       for i in range(n)]
         self._index_written()
 
     def __dealloc__(self):
@@ -132,8 +138,34 @@ cdef class Plan:
                 b = mid
         return a > 0 and self.written[a - 1].hi > lo
 
+    cdef int _recheck(self, Py_ssize_t i) except -1:
+        # A param or state may have been changed in place since the plan was made: its
+        # dtype reassigned, made read-only, resized. Then this step must not run.
+        cdef Seg* s = &self.segs[self.slot[i]]
+        cdef int dtype = cnp.NPY_FLOAT32 if self.slot[i] < self.n32 else cnp.NPY_FLOAT64
+        cdef void* ptrs[4]
+        cdef cnp.ndarray a
+        cdef int k = 0
+        ptrs[0] = s.p
+        ptrs[1] = s.s0
+        ptrs[2] = s.s1
+        ptrs[3] = s.s2
+        for obj in <tuple>self.arrays[i]:
+            a = <cnp.ndarray>obj
+            while ptrs[k] == NULL:
+                k += 1
+            if (cnp.PyArray_DATA(a) != ptrs[k] or cnp.PyArray_TYPE(a) != dtype
+                    or cnp.PyArray_SIZE(a) != s.n or not cnp.PyArray_ISWRITEABLE(a)
+                    or not cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_C_CONTIGUOUS)):
+                what = self.param_names[i] if k == 0 else \
+                    f"state {self.state_names[k - 1]!r} of {self.param_names[i]}"
+                raise ValueError(f"Invalid {what}: its dtype, size, layout, memory or "
+                                 f"writability changed since the optimizer was built")
+            k += 1
+        return 0
+
     cdef int _bind(self, object grads) except -1:
-        """Check every param and grad; point the segments at the grads."""
+        """Check every param, state and grad; point the segments at the grads."""
         cdef Py_ssize_t i, nb
         cdef Seg* s
         cdef cnp.ndarray p
@@ -147,10 +179,7 @@ cdef class Plan:
         for i in range(self.ntensors):
             p = <cnp.ndarray>self.params[i]
             s = &self.segs[self.slot[i]]
-            if (cnp.PyArray_DATA(p) != s.p or cnp.PyArray_SIZE(p) != s.n
-                    or not cnp.PyArray_ISWRITEABLE(p)):
-                raise ValueError(f"Invalid {self.param_names[i]}: moved, resized or made "
-                                 f"read-only since the optimizer was built")
+            self._recheck(i)
             g = grads[i]
             _check_array(g, self.grad_names[i], p, False)
             gd = <char*>cnp.PyArray_DATA(g)
@@ -170,7 +199,7 @@ cdef class Plan:
     cdef int _go(self, int kernel, object grads, const Hyper* h) except -1:
         if kernel != self.kernel:
             raise ValueError("Plan: built for another optimizer")
-        if grads is None:       # validate the hyperparameters only
+        if grads is CHECK_ONLY:
             return 0
         self._bind(grads)
         with nogil:
@@ -181,28 +210,27 @@ cdef class Plan:
                      self.total64)
         return 0
 
-    def sgd(self, grads, lr, momentum, dampening, bint nesterov, weight_decay, bint maximize,
+    def sgd(self, grads, lr, momentum, dampening, nesterov, weight_decay, maximize,
             bint first_step):
-        """One SGD step over every tensor (``grads=None``: only validate)."""
+        """One SGD step over every tensor (``grads=CHECK_ONLY``: only validate)."""
         cdef Hyper h
         _sgd_hyper(&h, lr, momentum, dampening, nesterov, weight_decay, maximize, first_step)
         self._need(0, h.use_momentum, "momentum != 0")
         self._go(K_SGD, grads, &h)
 
-    def rmsprop(self, grads, lr, alpha, eps, weight_decay, momentum, bint centered,
-                bint maximize):
-        """One RMSprop step over every tensor (``grads=None``: only validate)."""
+    def rmsprop(self, grads, lr, alpha, eps, weight_decay, momentum, centered, maximize):
+        """One RMSprop step over every tensor (``grads=CHECK_ONLY``: only validate)."""
         cdef Hyper h
         _rmsprop_hyper(&h, lr, alpha, eps, weight_decay, momentum, centered, maximize)
         self._need(1, h.use_momentum, "momentum != 0")
-        self._need(2, centered, "centered=True")
+        self._need(2, h.centered, "centered=True")
         self._go(K_RMSPROP, grads, &h)
 
-    def adam(self, grads, step, lr, betas, eps, weight_decay, bint amsgrad, bint maximize,
-             bint bias_correction, bint decoupled):
-        """One Adam/AdamW step over every tensor (``grads=None``: only validate)."""
+    def adam(self, grads, step, lr, betas, eps, weight_decay, amsgrad, maximize,
+             bias_correction, bint decoupled):
+        """One Adam/AdamW step over every tensor (``grads=CHECK_ONLY``: only validate)."""
         cdef Hyper h
         _adam_hyper(&h, step, lr, betas, eps, weight_decay, amsgrad, maximize,
                     bias_correction, decoupled)
-        self._need(2, amsgrad, "amsgrad=True")
+        self._need(2, h.amsgrad, "amsgrad=True")
         self._go(K_ADAM, grads, &h)

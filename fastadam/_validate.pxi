@@ -42,11 +42,19 @@ cdef inline bint _overlap(const char* a, Py_ssize_t na, const char* b, Py_ssize_
     return na > 0 and nb > 0 and a < b + nb and b < a + na
 
 
-cdef int _check_tensor(Seg* s, object param, object grad, object s0, str name0,
-                       object s1, str name1, object s2, str name2) except -1:
-    """Validate one tensor's param, grad and states (None = absent) and fill ``s``.
+# Which of a tensor's arrays must be given (the others may be None: absent).
+cdef enum:
+    REQ_GRAD = 1
+    REQ_S0 = 2
+    REQ_S1 = 4
 
-    ``grad`` may be None too (a plan checks its params and states before any grad exists).
+
+cdef int _check_tensor(Seg* s, int required, object param, object grad, object s0, str name0,
+                       object s1, str name1, object s2, str name2) except -1:
+    """Validate one tensor's param, grad and states and fill ``s``.
+
+    An array not in ``required`` may be None (absent: a NULL pointer the kernel's options
+    never touch; a plan checks its params and states before any grad exists).
 
     Returns the dtype code (F32/F64). Checks every array, then that no two share memory.
     """
@@ -54,11 +62,11 @@ cdef int _check_tensor(Seg* s, object param, object grad, object s0, str name0,
     cdef Py_ssize_t nbytes[5]
     cdef int i, j
     _check_array(param, "param", None, True)
-    if grad is not None:
+    if grad is not None or required & REQ_GRAD:
         _check_array(grad, "grad", param, False)
-    if s0 is not None:
+    if s0 is not None or required & REQ_S0:
         _check_array(s0, name0, param, True)
-    if s1 is not None:
+    if s1 is not None or required & REQ_S1:
         _check_array(s1, name1, param, True)
     if s2 is not None:
         _check_array(s2, name2, param, True)
@@ -92,12 +100,25 @@ cdef double _real(object x, str name) except? -1.0:
     """A Python/NumPy real number as a double; TypeError naming ``name`` otherwise."""
     if type(x) is float:
         return PyFloat_AS_DOUBLE(x)
-    if isinstance(x, bool) or isinstance(x, complex) or not PyNumber_Check(x):
+    if (isinstance(x, (bool, np.bool_, complex, np.complexfloating))
+            or not PyNumber_Check(x)):
         raise TypeError(f"Invalid {name}: expected a real number, got {type(x).__name__}")
     try:
         return float(x)
-    except (TypeError, ValueError, OverflowError):
+    except OverflowError:
+        raise ValueError(f"Invalid {name}: {x!r} (too large)") from None
+    except (TypeError, ValueError):
         raise TypeError(f"Invalid {name}: expected a real number, got {x!r}") from None
+
+
+cdef bint _flag(object x, str name) except -1:
+    """An on/off option: a bool or anything with an unambiguous truth value."""
+    if x is True or x is False:
+        return x is True
+    try:
+        return bool(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"Invalid {name}: expected a bool, got {type(x).__name__}") from None
 
 
 cdef double _nonneg(object x, str name) except? -1.0:
@@ -130,10 +151,10 @@ cdef double _unit(object x, str name) except? -1.0:
 
 cdef Py_ssize_t _step(object x) except -1:
     cdef Py_ssize_t t
-    if isinstance(x, bool) or not hasattr(x, "__index__"):
+    if isinstance(x, bool) or not (type(x) is int or hasattr(x, "__index__")):
         raise TypeError(f"Invalid step: expected an int, got {type(x).__name__}")
     try:
-        t = x.__index__()
+        t = PyLong_AsSsize_t(x if type(x) is int else x.__index__())
     except OverflowError:
         raise ValueError(f"Invalid step: {x!r} (too large)") from None
     if t < 1:
@@ -152,13 +173,15 @@ cdef void _common(Hyper* h, double lr, double wd, bint maximize, bint decoupled)
     h.decay = 1.0 - lr * wd if decoupled else 1.0
 
 
-cdef int _sgd_hyper(Hyper* h, object lr, object momentum, object dampening, bint nesterov,
-                    object weight_decay, bint maximize, bint first_step) except -1:
+cdef int _sgd_hyper(Hyper* h, object lr, object momentum, object dampening, object nesterov_,
+                    object weight_decay, object maximize, bint first_step) except -1:
     cdef double mom = _nonneg(momentum, "momentum"), damp = _finite(dampening, "dampening")
+    cdef bint nesterov = _flag(nesterov_, "nesterov")
     if nesterov and (mom <= 0.0 or damp != 0.0):
         raise ValueError("Invalid nesterov: nesterov=True requires momentum > 0 and "
                          "dampening == 0")
-    _common(h, _nonneg(lr, "lr"), _nonneg(weight_decay, "weight_decay"), maximize, False)
+    _common(h, _nonneg(lr, "lr"), _nonneg(weight_decay, "weight_decay"),
+            _flag(maximize, "maximize"), False)
     h.momentum = mom
     h.one_minus_dampening = 1.0 - damp
     h.use_momentum = mom != 0.0
@@ -168,21 +191,22 @@ cdef int _sgd_hyper(Hyper* h, object lr, object momentum, object dampening, bint
 
 
 cdef int _rmsprop_hyper(Hyper* h, object lr, object alpha, object eps, object weight_decay,
-                        object momentum, bint centered, bint maximize) except -1:
+                        object momentum, object centered, object maximize) except -1:
     cdef double a = _nonneg(alpha, "alpha"), mom = _nonneg(momentum, "momentum")
-    _common(h, _nonneg(lr, "lr"), _nonneg(weight_decay, "weight_decay"), maximize, False)
+    _common(h, _nonneg(lr, "lr"), _nonneg(weight_decay, "weight_decay"),
+            _flag(maximize, "maximize"), False)
     h.alpha = a
     h.one_minus_alpha = 1.0 - a
     h.eps = _positive(eps, "eps")
     h.momentum = mom
     h.use_momentum = mom != 0.0
-    h.centered = centered
+    h.centered = _flag(centered, "centered")
     return 0
 
 
 cdef int _adam_hyper(Hyper* h, object step, object lr, object betas, object eps,
-                     object weight_decay, bint amsgrad, bint maximize, bint bias_correction,
-                     bint decoupled) except -1:
+                     object weight_decay, object amsgrad, object maximize,
+                     object bias_correction, bint decoupled) except -1:
     cdef double b1, b2, bc1 = 1.0, bc2 = 1.0, rate
     cdef Py_ssize_t t = _step(step)
     if type(betas) is not tuple and type(betas) is not list or len(betas) != 2:
@@ -190,8 +214,9 @@ cdef int _adam_hyper(Hyper* h, object step, object lr, object betas, object eps,
     b1 = _unit(betas[0], "betas[0]")
     b2 = _unit(betas[1], "betas[1]")
     rate = _nonneg(lr, "lr")
-    _common(h, rate, _nonneg(weight_decay, "weight_decay"), maximize, decoupled)
-    if bias_correction:
+    _common(h, rate, _nonneg(weight_decay, "weight_decay"), _flag(maximize, "maximize"),
+            decoupled)
+    if _flag(bias_correction, "bias_correction"):
         bc1 = 1.0 - pow(b1, <double>t)
         bc2 = 1.0 - pow(b2, <double>t)
         if bc1 == 0.0 or bc2 == 0.0:   # a beta of 0 never makes this 0; a tiny t*(1-b) does
@@ -204,5 +229,5 @@ cdef int _adam_hyper(Hyper* h, object step, object lr, object betas, object eps,
     h.step_size = rate / bc1
     h.inv_sqrt_bc2 = 1.0 / sqrt(bc2)
     h.eps = _positive(eps, "eps")
-    h.amsgrad = amsgrad
+    h.amsgrad = _flag(amsgrad, "amsgrad")
     return 0

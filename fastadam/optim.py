@@ -55,7 +55,7 @@ class Optimizer:
             self._kernel, arrays,
             [tuple(self.state[k].get(name) for name in self._slots) for k in self._keys],
             [repr(k) for k in self._keys], self._slots)
-        self._call(None, 1)      # validate the hyperparameters now, as torch.optim does
+        self._call(_core.CHECK_ONLY, 1)  # validate the hyperparameters now, as torch.optim does
 
     # -- subclass hooks ------------------------------------------------------------------
     def _wanted_slots(self, group: Mapping[str, Any]) -> Tuple[bool, bool, bool]:
@@ -139,7 +139,7 @@ class Optimizer:
         saved = self.param_groups[0]
         self.param_groups[0] = dict(group, params=saved["params"])
         try:
-            self._call(None, 1)
+            self._call(_core.CHECK_ONLY, 1)
         except (TypeError, ValueError):
             self.param_groups[0] = saved
             raise

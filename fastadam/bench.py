@@ -1,0 +1,340 @@
+"""The benchmark report: ``python -m fastadam.bench [--quick] [--threads N] [--simd PATH]``.
+
+Every row is measured side by side in this one process: the implementations take turns,
+sample after sample, and each figure is the median of those samples, so a noisy neighbour
+slows all of them alike. Columns:
+
+- ``fastadam``: the fused kernel (functional call, validation included), µs per step;
+- ``GB/s``: bytes the step must move (each array read once, each output written once)
+  divided by its time;
+- ``%roof``: that bandwidth as a share of the same-traffic probe's (``roofline_``: Adam's
+  reads and writes, one add per element, same compiler flags and threads), measured at the
+  same size; above ~1e6 elements it is the memory bandwidth, below it the cache's;
+- ``x ref`` / ``x tuned`` / ``x torch``: how many times faster fastadam is than the readable
+  NumPy reference, than tuned NumPy (in-place ufuncs with ``out=``), and than torch.optim's
+  fused CPU kernel (when torch is installed; same thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+import fastadam
+from fastadam import _core, _tuned, reference
+from fastadam.config import cpu_features
+
+try:  # optional: the comparison columns for torch.optim
+    import torch
+except ImportError:  # pragma: no cover - depends on the environment
+    torch = None
+
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
+FULL_SIZES = (16, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 50_000_000)
+QUICK_SIZES = (16, 1_000, 10_000, 100_000, 1_000_000)
+
+# Arrays each step reads and writes, per element (SGD with momentum 0.9; the others at
+# their defaults): the traffic that GB/s counts.
+STREAMS = {"sgd": 5, "rmsprop": 5, "adam": 7, "adamw": 7, "probe": 7}
+
+
+def _timer(fn: Callable[[], object], number: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def _calibrate(fn: Callable[[], object], target: float) -> int:
+    """How many calls make one sample last about ``target`` seconds."""
+    fn()
+    number = 1
+    while True:
+        t = _timer(fn, number) * number
+        if t >= target / 4 or number >= 1 << 20:
+            return max(1, int(number * target / max(t, 1e-9)))
+        number *= 4
+
+
+def side_by_side(fns: Dict[str, Callable[[], object]], repeats: int, target: float
+                 ) -> Dict[str, float]:
+    """Median seconds per call of each function, sampled in turn."""
+    numbers = {k: _calibrate(f, target) for k, f in fns.items()}
+    samples: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            samples[k].append(_timer(f, numbers[k]))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+# ---------------------------------------------------------------------------- cases
+
+def _arrays(n: int, dtype, rng: np.random.Generator, count: int) -> List[np.ndarray]:
+    p = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    return [p, g] + [np.abs(rng.standard_normal(n)).astype(dtype) * 1e-3
+                     for _ in range(count - 2)]
+
+
+def _torch_optimizer(opt: str, params):
+    cls = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
+           "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[opt]
+    kw = {"momentum": 0.9} if opt == "sgd" else {}
+    if opt == "sgd":
+        kw["lr"] = 1e-3
+    for flavour in ({"fused": True}, {"foreach": True}, {}):
+        try:
+            o = cls(params, **kw, **flavour)
+            o.step()
+            return o, next(iter(flavour), "for-loop")
+        except (RuntimeError, TypeError, ValueError):
+            continue
+    raise RuntimeError(f"no torch {opt}")
+
+
+def make_case(opt: str, dtype, n: int, rng: np.random.Generator, with_torch: bool
+              ) -> Dict[str, Callable[[], object]]:
+    """Callables for one row: fastadam, probe, reference, tuned (and torch)."""
+    p, g, s0, s1 = _arrays(n, dtype, rng, 4)
+    tmp = np.empty_like(p)
+    pp, pg, ps0, ps1 = _arrays(n, dtype, rng, 4)     # the probe's own arrays
+    fns: Dict[str, Callable[[], object]] = {}
+    if opt == "sgd":
+        fns["fastadam"] = lambda: fastadam.sgd_(p, g, momentum_buffer=s0, lr=1e-3,
+                                                momentum=0.9, step=2)
+        fns["ref"] = lambda: reference.sgd_(p, g, momentum_buffer=s0, lr=1e-3, momentum=0.9,
+                                            step=2)
+        fns["tuned"] = lambda: _tuned.sgd_momentum_(p, g, s0, tmp, lr=1e-3, momentum=0.9)
+    elif opt == "rmsprop":
+        fns["fastadam"] = lambda: fastadam.rmsprop_(p, g, s0)
+        fns["ref"] = lambda: reference.rmsprop_(p, g, s0)
+        fns["tuned"] = lambda: _tuned.rmsprop_(p, g, s0, tmp)
+    else:
+        fast = fastadam.adam_ if opt == "adam" else fastadam.adamw_
+        ref = reference.adam_ if opt == "adam" else reference.adamw_
+        wd = {"weight_decay": 1e-2, "decoupled_weight_decay": True} if opt == "adamw" else {}
+        fns["fastadam"] = lambda: fast(p, g, s0, s1, step=10)
+        fns["ref"] = lambda: ref(p, g, s0, s1, step=10)
+        fns["tuned"] = lambda: _tuned.adam_(p, g, s0, s1, tmp, step=10, **wd)
+    fns["probe"] = lambda: _core.roofline_(pp, pg, ps0, ps1)
+    if with_torch and torch is not None:
+        tp = torch.from_numpy(p.copy())
+        tp.grad = torch.from_numpy(g)
+        topt, _ = _torch_optimizer(opt, [tp])
+        fns["torch"] = topt.step
+    return fns
+
+
+# ---------------------------------------------------------------------------- report
+
+def header(args) -> List[str]:
+    lines = [
+        f"fastadam {fastadam.__version__} | numpy {np.__version__}"
+        + (f" | torch {torch.__version__}" if torch is not None else " | torch: not installed")
+        + f" | python {platform.python_version()}",
+        f"cpu: {_cpu_name()} | {platform.machine()} | features: {cpu_features()}",
+        f"simd path: {_core.get_simd_path()} (available: "
+        f"{', '.join(_core.available_simd_paths())}) | threads: {_core.get_num_threads()}"
+        + (f" (torch {torch.get_num_threads()})" if torch is not None else ""),
+        f"mode: {'quick' if args.quick else 'full'} | times are medians of "
+        f"{args.repeats} interleaved samples; µs per step",
+    ]
+    return lines
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _fmt_us(sec: float) -> str:
+    us = sec * 1e6
+    return f"{us:10.2f}" if us < 100 else f"{us:10.0f}"
+
+
+def run_table(args, out) -> None:
+    with_torch = torch is not None and not args.no_torch
+    cols = f"{'optimizer':<9} {'dtype':<7} {'n':>10} {'fastadam':>10} {'GB/s':>7} " \
+           f"{'%roof':>6} {'ref':>10} {'x ref':>7} {'tuned':>10} {'x tuned':>7}"
+    if with_torch:
+        cols += f" {'torch':>10} {'x torch':>7}"
+    out(cols)
+    rng = np.random.default_rng(0)
+    for opt in args.optimizers:
+        for dtype in (np.float32, np.float64):
+            for n in args.sizes:
+                fns = make_case(opt, dtype, n, rng, with_torch)
+                repeats = args.repeats if n < 10_000_000 else max(3, args.repeats // 2)
+                t = side_by_side(fns, repeats, args.target)
+                nbytes = STREAMS[opt] * n * np.dtype(dtype).itemsize
+                gbs = nbytes / t["fastadam"] / 1e9
+                probe_gbs = STREAMS["probe"] * n * np.dtype(dtype).itemsize / t["probe"] / 1e9
+                row = (f"{opt:<9} {np.dtype(dtype).name:<7} {n:>10} {_fmt_us(t['fastadam'])} "
+                       f"{gbs:7.1f} {100 * gbs / probe_gbs:5.0f}% {_fmt_us(t['ref'])} "
+                       f"{t['ref'] / t['fastadam']:6.1f}x {_fmt_us(t['tuned'])} "
+                       f"{t['tuned'] / t['fastadam']:6.1f}x")
+                if with_torch:
+                    row += f" {_fmt_us(t['torch'])} {t['torch'] / t['fastadam']:6.1f}x"
+                out(row)
+                del fns
+                gc.collect()
+
+
+def run_small(args, out) -> None:
+    """Per-call overhead (16 elements) and many small tensors in one step."""
+    with_torch = torch is not None and not args.no_torch
+    rng = np.random.default_rng(1)
+    out("")
+    out("per call, 16 float32 elements, validation included (µs):")
+    p, g, s0, s1 = _arrays(16, np.float32, rng, 4)
+    fns = {
+        "sgd_": lambda: fastadam.sgd_(p, g),
+        "rmsprop_": lambda: fastadam.rmsprop_(p, g, s0),
+        "adam_": lambda: fastadam.adam_(p, g, s0, s1, step=10),
+        "adamw_": lambda: fastadam.adamw_(p, g, s0, s1, step=10),
+        "reference.adam_": lambda: reference.adam_(p, g, s0, s1, step=10),
+    }
+    if with_torch:
+        tp = torch.from_numpy(p.copy())
+        tp.grad = torch.from_numpy(g)
+        fns["torch Adam(fused)"] = _torch_optimizer("adam", [tp])[0].step
+    t = side_by_side(fns, args.repeats, args.target)
+    for k, v in t.items():
+        out(f"  {k:<20} {v * 1e6:8.3f}")
+
+    out("")
+    count, size = 1000, 100
+    out(f"many tensors: one Adam step over {count} float32 arrays of {size} elements (µs):")
+    params = [rng.standard_normal(size).astype(np.float32) for _ in range(count)]
+    grads = [rng.standard_normal(size).astype(np.float32) for _ in range(count)]
+    opt = fastadam.Adam(params)
+    flat_p, _ = fastadam.pack([p.copy() for p in params])
+    flat_g, _ = fastadam.pack(grads)
+    flat_opt = fastadam.Adam([flat_p])
+    ref_state = [(np.zeros(size, np.float32), np.zeros(size, np.float32)) for _ in params]
+    tmp = np.empty(size, np.float32)
+
+    def ref_loop():
+        for q, gr, (m, v) in zip(params, grads, ref_state):
+            reference.adam_(q, gr, m, v, step=10)
+
+    def tuned_loop():
+        for q, gr, (m, v) in zip(params, grads, ref_state):
+            _tuned.adam_(q, gr, m, v, tmp, step=10)
+
+    fns = {"fastadam Adam.step": lambda: opt.step(grads),
+           "fastadam packed": lambda: flat_opt.step([flat_g]),
+           "reference loop": ref_loop, "tuned NumPy loop": tuned_loop}
+    if with_torch:
+        tps = [torch.from_numpy(q.copy()) for q in params]
+        for tq, gr in zip(tps, grads):
+            tq.grad = torch.from_numpy(gr)
+        fns["torch Adam(fused)"] = _torch_optimizer("adam", tps)[0].step
+    t = side_by_side(fns, args.repeats, args.target)
+    base = t["fastadam Adam.step"]
+    for k, v in t.items():
+        out(f"  {k:<20} {v * 1e6:10.1f}   ({v / base:5.1f}x fastadam)")
+
+
+def run_threads(args, out) -> None:
+    """Thread scaling at large sizes, and the cost of another OpenMP pool in the process."""
+    if _core.get_num_threads() < 2 and args.threads is None:
+        return
+    out("")
+    nthreads = _core.get_num_threads()
+    out(f"threads: Adam float32, 1 thread vs {nthreads} (µs; probe = same-traffic roofline):")
+    rng = np.random.default_rng(2)
+    for n in [s for s in args.sizes if s >= 100_000]:
+        p, g, s0, s1 = _arrays(n, np.float32, rng, 4)
+        q, h, r0, r1 = _arrays(n, np.float32, rng, 4)
+
+        def at(k, fn):
+            def run():
+                old = fastadam.set_num_threads(k)
+                try:
+                    fn()
+                finally:
+                    fastadam.set_num_threads(old)
+            return run
+
+        adam = lambda: fastadam.adam_(p, g, s0, s1, step=10)  # noqa: E731
+        probe = lambda: _core.roofline_(q, h, r0, r1)  # noqa: E731
+        t = side_by_side({"adam1": at(1, adam), "adamN": at(nthreads, adam),
+                          "probe1": at(1, probe), "probeN": at(nthreads, probe)},
+                         args.repeats, args.target)
+        out(f"  n={n:>10}  adam {_fmt_us(t['adam1'])} -> {_fmt_us(t['adamN'])} "
+            f"({t['adam1'] / t['adamN']:.2f}x)   probe {_fmt_us(t['probe1'])} -> "
+            f"{_fmt_us(t['probeN'])}   adam at {100 * t['probeN'] / t['adamN']:.0f}% of the "
+            f"{nthreads}-thread probe")
+    if torch is not None and not args.no_torch:
+        n = 1_000_000
+        p, g, s0, s1 = _arrays(n, np.float32, rng, 4)
+        x = torch.randn(n)
+        y = torch.randn(n)
+
+        def torch_then_adam():
+            torch.add(x, y, out=x)      # wakes torch's OpenMP threads
+            t0 = time.perf_counter()
+            fastadam.adam_(p, g, s0, s1, step=10)
+            return time.perf_counter() - t0
+
+        alone = side_by_side({"a": lambda: fastadam.adam_(p, g, s0, s1, step=10)},
+                             args.repeats, args.target)["a"]
+        mixed = statistics.median(torch_then_adam() for _ in range(200))
+        out(f"  with torch's OpenMP pool busy just before (n={n}): adam "
+            f"{_fmt_us(mixed)} vs {_fmt_us(alone)} alone ({mixed / alone:.2f}x)")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m fastadam.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="sizes up to 1e6 and shorter samples (about a minute)")
+    ap.add_argument("--threads", type=int, help="threads for fastadam and torch")
+    ap.add_argument("--simd", choices=("baseline", "avx2", "avx512"),
+                    help="force a SIMD path (default: the best the CPU has)")
+    ap.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=list(OPTIMIZERS))
+    ap.add_argument("--sizes", nargs="+", type=lambda s: int(float(s)),
+                    help="array sizes (default: 16 to 5e7; quick: 16 to 1e6)")
+    ap.add_argument("--repeats", type=int, help="samples per measurement (default 7; quick 5)")
+    ap.add_argument("--no-torch", action="store_true", help="leave torch out even if present")
+    ap.add_argument("--skip-small", action="store_true",
+                    help="skip the per-call and many-tensor sections")
+    args = ap.parse_args(argv)
+    args.sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    args.repeats = args.repeats or (5 if args.quick else 7)
+    args.target = 0.004 if args.quick else 0.015
+    if args.threads is not None:
+        fastadam.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(fastadam.get_num_threads())
+    if args.simd:
+        fastadam.set_simd_path(args.simd)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    for line in header(args):
+        out(line)
+    out("")
+    run_table(args, out)
+    if not args.skip_small:
+        run_small(args, out)
+    run_threads(args, out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
