@@ -7,6 +7,7 @@ import numpy as np
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_AsSsize_t
 from cpython.number cimport PyNumber_Check
+from cpython.ref cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.math cimport isfinite, pow, sqrt
 from libc.stdlib cimport free, malloc, qsort

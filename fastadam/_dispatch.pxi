@@ -51,6 +51,9 @@ def set_simd_path(path):
     All paths give the same bits; this is for testing and benchmarking them.
     """
     global _table, _simd_path
+    if not isinstance(path, str):
+        raise TypeError(f"Invalid path: expected a str, got {type(path).__name__}")
+    path = path.strip().lower()
     if path not in _tables:
         raise ValueError(f"Invalid SIMD path {path!r}: this CPU and build have "
                          f"{available_simd_paths()}")
@@ -81,6 +84,16 @@ _select_simd()
 # Below this many elements per thread, waking a worker costs more than it saves
 # (measured with `python -m fastadam.bench --threads 2`).
 cdef Py_ssize_t MIN_PER_THREAD = 1 << 17
+
+
+def _set_min_per_thread(Py_ssize_t n):
+    """Set the per-thread element threshold; returns the old one (for tests and tuning)."""
+    global MIN_PER_THREAD
+    if n < 1:
+        raise ValueError(f"Invalid n: {n} (must be >= 1)")
+    old = MIN_PER_THREAD
+    MIN_PER_THREAD = n
+    return old
 # Thread chunks are multiples of this many elements: whole cache lines, SIMD-aligned.
 cdef Py_ssize_t CHUNK_ALIGN = 64
 
@@ -92,11 +105,11 @@ def _default_threads():
     if env:
         try:
             n = int(env)
-            if n >= 1:
+            if 1 <= n <= 256:
                 return n
         except ValueError:
             pass
-        warnings.warn(f"FASTADAM_NUM_THREADS={env!r} is not a whole number >= 1; ignored",
+        warnings.warn(f"FASTADAM_NUM_THREADS={env!r} is not a whole number from 1 to 256; ignored",
                       RuntimeWarning, stacklevel=2)
     try:
         return len(os.sched_getaffinity(0))
@@ -125,7 +138,7 @@ def get_num_threads():
     return _num_threads
 
 
-set_num_threads(min(_default_threads(), 256))
+set_num_threads(min(_default_threads(), 256))   # CPUs beyond 256 go unused
 
 
 cdef struct Job:

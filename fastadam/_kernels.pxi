@@ -52,12 +52,13 @@ cdef inline void _sgd(const Hyper* h, real* p, const real* g, real* buf,
         p[i] = pi - lr * gi
 
 
-cdef inline void _rmsprop(const Hyper* h, real* p, const real* g, real* sq, real* buf,
-                          real* gavg, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+cdef inline void _rmsprop_loop(const Hyper* h, real* p, const real* g, real* sq, real* buf,
+                               real* gavg, Py_ssize_t lo, Py_ssize_t hi, const bint centered,
+                               const bint use_mom) noexcept nogil:
     cdef real lr = <real>h.lr, wd = <real>h.weight_decay, sign = <real>h.sign
     cdef real alpha = <real>h.alpha, oma = <real>h.one_minus_alpha, eps = <real>h.eps
     cdef real mom = <real>h.momentum
-    cdef bint l2 = h.l2, centered = h.centered, use_mom = h.use_momentum
+    cdef bint l2 = h.l2
     cdef real gi, pi, s, a, avg, b
     cdef Py_ssize_t i
     for i in range(lo, hi):
@@ -79,6 +80,21 @@ cdef inline void _rmsprop(const Hyper* h, real* p, const real* g, real* sq, real
             p[i] = pi - lr * b
         else:
             p[i] = pi - lr * gi / avg
+
+
+cdef inline void _rmsprop(const Hyper* h, real* p, const real* g, real* sq, real* buf,
+                          real* gavg, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # Too big a loop for the compiler to unswitch all of its options itself: pass two of
+    # them as constants, one specialised copy each.
+    if h.centered:
+        if h.use_momentum:
+            _rmsprop_loop(h, p, g, sq, buf, gavg, lo, hi, True, True)
+        else:
+            _rmsprop_loop(h, p, g, sq, buf, gavg, lo, hi, True, False)
+    elif h.use_momentum:
+        _rmsprop_loop(h, p, g, sq, buf, gavg, lo, hi, False, True)
+    else:
+        _rmsprop_loop(h, p, g, sq, buf, gavg, lo, hi, False, False)
 
 
 cdef inline void _adam(const Hyper* h, real* p, const real* g, real* m, real* v, real* vmax,

@@ -25,7 +25,7 @@ cdef class Plan:
     cdef readonly int kernel
     cdef readonly Py_ssize_t ntensors
     cdef list params, states, param_names, grad_names
-    cdef list arrays            # per tensor: (param, state, ...) as bound, for the re-check
+    cdef PyObject** arrays      # per tensor: param, s0, s1, s2 (NULL: absent), for re-checks
     cdef tuple state_names
     cdef bint has_state[3]
     cdef Seg* segs              # float32 tensors first, then float64
@@ -86,14 +86,21 @@ cdef class Plan:
                 self.total32 += self.segs[self.slot[i]].n
             else:
                 self.total64 += self.segs[self.slot[i]].n
-        self.arrays = [tuple(a for a in (params[i],) + tuple(states[i]) if a is not None)
-                       for i in range(n)]
+        self.arrays = <PyObject**>malloc(max(4 * n, 1) * sizeof(PyObject*))
+        if self.arrays == NULL:
+            raise MemoryError()
+        for i in range(n):      # borrowed: self.params and self.states hold the references
+            self.arrays[4 * i] = <PyObject*>params[i]
+            for k in range(3):
+                st = states[i][k]
+                self.arrays[4 * i + 1 + k] = <PyObject*>st if st is not None else NULL
         self._index_written()
 
     def __dealloc__(self):
         free(self.segs)
         free(self.slot)
         free(self.written)
+        free(self.arrays)
 
     cdef int _index_written(self) except -1:
         # Sort the byte ranges of everything the kernels write; they must not overlap
@@ -144,24 +151,27 @@ cdef class Plan:
         cdef Seg* s = &self.segs[self.slot[i]]
         cdef int dtype = cnp.NPY_FLOAT32 if self.slot[i] < self.n32 else cnp.NPY_FLOAT64
         cdef void* ptrs[4]
-        cdef cnp.ndarray a
-        cdef int k = 0
+        cdef PyObject* obj
+        cdef cnp.PyArrayObject* a
+        cdef int k
         ptrs[0] = s.p
         ptrs[1] = s.s0
         ptrs[2] = s.s1
         ptrs[3] = s.s2
-        for obj in <tuple>self.arrays[i]:
-            a = <cnp.ndarray>obj
-            while ptrs[k] == NULL:
-                k += 1
-            if (cnp.PyArray_DATA(a) != ptrs[k] or cnp.PyArray_TYPE(a) != dtype
-                    or cnp.PyArray_SIZE(a) != s.n or not cnp.PyArray_ISWRITEABLE(a)
-                    or not cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_C_CONTIGUOUS)):
+        for k in range(4):
+            obj = self.arrays[4 * i + k]
+            if obj == NULL:
+                continue
+            a = <cnp.PyArrayObject*>obj
+            if (cnp.PyArray_DATA(<cnp.ndarray>a) != ptrs[k]
+                    or cnp.PyArray_TYPE(<cnp.ndarray>a) != dtype
+                    or cnp.PyArray_SIZE(<cnp.ndarray>a) != s.n
+                    or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)
+                    or not cnp.PyArray_CHKFLAGS(<cnp.ndarray>a, cnp.NPY_ARRAY_C_CONTIGUOUS)):
                 what = self.param_names[i] if k == 0 else \
                     f"state {self.state_names[k - 1]!r} of {self.param_names[i]}"
                 raise ValueError(f"Invalid {what}: its dtype, size, layout, memory or "
                                  f"writability changed since the optimizer was built")
-            k += 1
         return 0
 
     cdef int _bind(self, object grads) except -1:

@@ -8,6 +8,7 @@ be changed between steps; they are validated at every step.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
@@ -91,7 +92,8 @@ class Optimizer:
     def state_dict(self) -> Dict[str, Any]:
         """A copy of the state: ``{'state': {key: {'step': int, name: ndarray}},
         'param_groups': [{hyperparameters..., 'params': [keys]}]}``."""
-        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        group = copy.deepcopy({k: v for k, v in self.param_groups[0].items()
+                               if k != "params"})
         group["params"] = list(self._keys)
         return {
             "state": {key: {"step": self._step_count,
@@ -108,7 +110,7 @@ class Optimizer:
         groups, state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(groups, (list, tuple)) or len(groups) != 1:
             raise ValueError("Invalid state_dict['param_groups']: expected one group")
-        group = dict(groups[0])
+        group = copy.deepcopy(dict(groups[0]))
         if list(group.pop("params", None) or []) != self._keys:
             raise ValueError(f"Invalid state_dict['param_groups'][0]['params']: expected "
                              f"{self._keys}")

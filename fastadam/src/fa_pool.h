@@ -31,6 +31,7 @@ static struct {
     int nparts;
     int quit;
     pthread_t threads[FA_POOL_MAX];
+    unsigned long born[FA_POOL_MAX + 1];  /* the generation current when part k started */
 } fa_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
              PTHREAD_MUTEX_INITIALIZER};
 
@@ -38,7 +39,9 @@ static void *fa_pool_worker(void *arg) {
     int part = (int)(size_t)arg;
     unsigned long seen;
     pthread_mutex_lock(&fa_pool.lock);
-    seen = fa_pool.generation;
+    /* Not fa_pool.generation: the job that started this worker may already have been
+       posted, and the worker must take part in it. */
+    seen = fa_pool.born[part];
     for (;;) {
         while (fa_pool.generation == seen && !fa_pool.quit)
             pthread_cond_wait(&fa_pool.wake, &fa_pool.lock);
@@ -80,6 +83,7 @@ static int fa_pool_grow(int want) {
     if (want > FA_POOL_MAX) want = FA_POOL_MAX;
     while (fa_pool.nworkers < want - 1) {
         int part = fa_pool.nworkers + 1;
+        fa_pool.born[part] = fa_pool.generation;   /* busy is held: no job can be posted */
         if (pthread_create(&fa_pool.threads[fa_pool.nworkers], NULL, fa_pool_worker,
                            (void *)(size_t)part) != 0)
             break;
