@@ -81,19 +81,34 @@ _select_simd()
 
 # ---------------------------------------------------------------------------- threads
 
-# Below this many elements per thread, waking a worker costs more than it saves
-# (measured with `python -m fastadam.bench --threads 2`).
-cdef Py_ssize_t MIN_PER_THREAD = 1 << 17
+# Below this many elements per thread, waking a worker (~20 µs here) costs more than it
+# saves; the break-even depends on the kernel's cost per element. Measured on 2 cores with
+# `python -m fastadam.bench --threads 2` (the "threads" section) and rounded down to
+# powers of two. [kernel][dtype]
+cdef Py_ssize_t MIN_PER_THREAD[4][2]
+MIN_PER_THREAD[K_SGD][F32] = 1 << 17
+MIN_PER_THREAD[K_SGD][F64] = 1 << 16
+MIN_PER_THREAD[K_RMSPROP][F32] = 1 << 15
+MIN_PER_THREAD[K_RMSPROP][F64] = 1 << 14
+MIN_PER_THREAD[K_ADAM][F32] = 1 << 15
+MIN_PER_THREAD[K_ADAM][F64] = 1 << 14
+MIN_PER_THREAD[K_PROBE][F32] = 1 << 17
+MIN_PER_THREAD[K_PROBE][F64] = 1 << 16
+cdef Py_ssize_t _min_override = 0
 
 
 def _set_min_per_thread(Py_ssize_t n):
-    """Set the per-thread element threshold; returns the old one (for tests and tuning)."""
-    global MIN_PER_THREAD
-    if n < 1:
-        raise ValueError(f"Invalid n: {n} (must be >= 1)")
-    old = MIN_PER_THREAD
-    MIN_PER_THREAD = n
+    """Use ``n`` elements per thread as every kernel's threshold (0: the measured table).
+
+    For tests and tuning; returns the previous override."""
+    global _min_override
+    if n < 0:
+        raise ValueError(f"Invalid n: {n} (must be >= 0)")
+    old = _min_override
+    _min_override = n
     return old
+
+
 # Thread chunks are multiples of this many elements: whole cache lines, SIMD-aligned.
 cdef Py_ssize_t CHUNK_ALIGN = 64
 
@@ -172,9 +187,10 @@ cdef void _run(int kernel, int dtype, const Hyper* h, const Seg* segs, Py_ssize_
     cdef Job job
     cdef Py_ssize_t i
     cdef int nparts = _num_threads
+    cdef Py_ssize_t min_per = _min_override if _min_override else MIN_PER_THREAD[kernel][dtype]
     job.fn = _table.fn[kernel][dtype]
-    if total // MIN_PER_THREAD < nparts:
-        nparts = <int>(total // MIN_PER_THREAD)
+    if total // min_per < nparts:
+        nparts = <int>(total // min_per)
     if nparts <= 1:
         for i in range(nseg):
             job.fn(h, &segs[i], 0, segs[i].n)
