@@ -1,0 +1,684 @@
+"""The optimizer classes (SGD, RMSprop, Adam, AdamW) and fastadam.pack, against the reference
+functions applied per param with hand-tracked state."""
+
+import copy
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastadam
+from fastadam import SGD, Adam, AdamW, RMSprop, reference
+from conftest import assert_close, rand, run_python
+
+f32, f64 = np.float32, np.float64
+
+# torch.optim's defaults (plus fastadam's extra bias_correction / decoupled flags).
+TORCH_DEFAULTS = {
+    SGD: dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+              maximize=False),
+    RMSprop: dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                  centered=False, maximize=False),
+    Adam: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+               maximize=False, bias_correction=True, decoupled_weight_decay=False),
+    AdamW: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                maximize=False, bias_correction=True),
+}
+CLASSES = (SGD, RMSprop, Adam, AdamW)
+
+# Per class: the defaults and configurations that switch on every state and option.
+CONFIGS = [
+    (SGD, {}),
+    (SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    (SGD, dict(lr=0.05, momentum=0.9, dampening=0.3, maximize=True)),
+    (RMSprop, {}),
+    (RMSprop, dict(lr=0.01, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.01,
+                   maximize=True)),
+    (Adam, {}),
+    (Adam, dict(lr=0.01, betas=(0.8, 0.99), amsgrad=True, weight_decay=0.01, maximize=True)),
+    (Adam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True,
+                bias_correction=False)),
+    (AdamW, {}),
+    (AdamW, dict(lr=0.01, amsgrad=True, weight_decay=0.1, maximize=True)),
+]
+CONFIG_IDS = [f"{c.__name__}-" + ("-".join(f"{k}={v}" for k, v in h.items()) or "defaults")
+              for c, h in CONFIGS]
+# Rich configurations (every state array allocated), one per class.
+RICH = {SGD: CONFIGS[1][1], RMSprop: CONFIGS[4][1], Adam: CONFIGS[6][1], AdamW: CONFIGS[9][1]}
+
+# Several shapes, float32 and float64 mixed in one optimizer (in interleaved order).
+SPECS = [((3, 4), f32), ((17,), f64), ((), f32), ((2, 3, 5), f64), ((0,), f32), ((33,), f32),
+         ((1,), f64)]
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def state_names(cls, h):
+    if cls is SGD:
+        return ["momentum_buffer"] if h["momentum"] else []
+    if cls is RMSprop:
+        return (["square_avg"] + (["momentum_buffer"] if h["momentum"] else [])
+                + (["grad_avg"] if h["centered"] else []))
+    return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if h["amsgrad"] else [])
+
+
+class RefOptimizer:
+    """The reference functions applied per param, with the state tracked by hand.
+    ``hyper`` may be changed between steps, like ``opt.param_groups[0]``."""
+
+    def __init__(self, cls, arrays, hyper):
+        self.cls = cls
+        self.hyper = dict(TORCH_DEFAULTS[cls], **hyper)
+        self.params = [a.copy() for a in arrays]
+        names = state_names(cls, self.hyper)
+        self.states = [{n: np.zeros_like(a) for n in names} for a in arrays]
+        self.t = 0
+
+    def step(self, grads):
+        self.t += 1
+        h, t = self.hyper, self.t
+        for p, g, st in zip(self.params, grads, self.states):
+            if self.cls is SGD:
+                reference.sgd_(p, g, momentum_buffer=st.get("momentum_buffer"), step=t, **h)
+            elif self.cls is RMSprop:
+                reference.rmsprop_(p, g, st["square_avg"], grad_avg=st.get("grad_avg"),
+                                   momentum_buffer=st.get("momentum_buffer"), **h)
+            else:
+                fn = reference.adam_ if self.cls is Adam else reference.adamw_
+                fn(p, g, st["exp_avg"], st["exp_avg_sq"], step=t,
+                   max_exp_avg_sq=st.get("max_exp_avg_sq"), **h)
+
+
+def make_arrays(rng, specs=SPECS):
+    return [rand(rng, shape, dt) for shape, dt in specs]
+
+
+def structure(arrays, kind):
+    """arrays as a list, tuple or dict name -> array."""
+    if kind == "list":
+        return list(arrays)
+    if kind == "tuple":
+        return tuple(arrays)
+    return {f"w{i}": a for i, a in enumerate(arrays)}
+
+
+def keys_of(params):
+    return list(params.keys()) if isinstance(params, dict) else list(range(len(params)))
+
+
+def values_of(params):
+    return list(params.values()) if isinstance(params, dict) else list(params)
+
+
+def compare_with_ref(opt, params, ref, where):
+    for key, p, p_ref, st_ref in zip(keys_of(params), values_of(params), ref.params,
+                                     ref.states):
+        assert_close(p, p_ref, f"param {key!r}, {where}")
+        assert set(opt.state[key]) == set(st_ref), f"state names of {key!r}"
+        for name, a_ref in st_ref.items():
+            assert_close(opt.state[key][name], a_ref, f"{name} of {key!r}, {where}")
+
+
+def snapshot(opt, params):
+    """Everything an optimizer holds, copied: to check a failed call changed nothing."""
+    return ([p.copy() for p in values_of(params)], opt.state_dict(), opt.step_count)
+
+
+def assert_unchanged(opt, params, snap):
+    ps, sd, count = snap
+    for p, p0 in zip(values_of(params), ps):
+        assert np.array_equal(p, p0, equal_nan=True)
+    assert_state_dicts_equal(opt.state_dict(), sd)
+    assert opt.step_count == count
+
+
+def assert_state_dicts_equal(a, b):
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for key in a["state"]:
+        sa, sb = a["state"][key], b["state"][key]
+        assert sa.keys() == sb.keys()
+        for name in sa:
+            if name == "step":
+                assert sa[name] == sb[name]
+            else:
+                assert sa[name].dtype == sb[name].dtype
+                assert np.array_equal(sa[name], sb[name]), (key, name)
+
+
+# ------------------------------------------------------------------------------ vs reference
+
+@pytest.mark.parametrize("kind", ["list", "tuple", "dict"])
+@pytest.mark.parametrize("cls,hyper", CONFIGS, ids=CONFIG_IDS)
+def test_matches_reference(cls, hyper, kind):
+    rng = np.random.default_rng(0)
+    arrays = make_arrays(rng)
+    ref = RefOptimizer(cls, arrays, hyper)
+    params = structure(arrays, kind)
+    opt = cls(params, **hyper)
+    assert len(opt.param_groups[0]["params"]) == len(arrays)
+    assert all(a is b for a, b in zip(opt.param_groups[0]["params"], arrays))
+    for t in range(1, 51):
+        grads = [rand(rng, a.shape, a.dtype) for a in arrays]
+        assert opt.step(structure(grads, kind)) is None
+        ref.step(grads)
+        assert opt.step_count == t
+        if t in (1, 2, 50):
+            compare_with_ref(opt, params, ref, f"step {t}")
+    # The params given are the arrays updated, in place.
+    for p, p_ref in zip(arrays, ref.params):
+        assert_close(p, p_ref)
+        assert np.isfinite(p).all()
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_defaults_are_torch_defaults(cls):
+    opt = cls([np.zeros(3)])
+    assert opt.defaults == TORCH_DEFAULTS[cls]
+    group = dict(opt.param_groups[0])
+    assert len(group.pop("params")) == 1
+    assert group == TORCH_DEFAULTS[cls]
+    # The defaults also drive the update: one step equals the reference with torch's values.
+    rng = np.random.default_rng(1)
+    arrays = [rand(rng, 10, f64)]
+    ref = RefOptimizer(cls, arrays, {})
+    opt = cls(arrays)
+    for _ in range(3):
+        g = [rand(rng, 10, f64)]
+        opt.step(g)
+        ref.step(g)
+    compare_with_ref(opt, arrays, ref, "defaults")
+
+
+CHANGES = {
+    SGD: dict(lr=0.5, momentum=0.5, nesterov=False, weight_decay=0.0),
+    RMSprop: dict(lr=0.1, alpha=0.5, eps=1e-3, centered=False),
+    Adam: dict(lr=0.1, betas=(0.5, 0.9), weight_decay=0.0, amsgrad=False),
+    AdamW: dict(lr=0.1, betas=(0.5, 0.9), weight_decay=0.2, maximize=False),
+}
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_hyperparameters_changed_between_steps(cls):
+    rng = np.random.default_rng(2)
+    arrays = make_arrays(rng)
+    grads = [[rand(rng, a.shape, a.dtype) for a in arrays] for _ in range(10)]
+    params = [a.copy() for a in arrays]
+    unchanged = [a.copy() for a in arrays]
+    opt, opt_unchanged = cls(params, **RICH[cls]), cls(unchanged, **RICH[cls])
+    ref = RefOptimizer(cls, arrays, RICH[cls])
+    for t, g in enumerate(grads):
+        if t == 5:
+            for key, value in CHANGES[cls].items():
+                opt.param_groups[0][key] = value
+                ref.hyper[key] = value
+        opt.step(g)
+        opt_unchanged.step(g)
+        ref.step(g)
+    compare_with_ref(opt, params, ref, "after the change")
+    # The change took effect (the comparison above is not vacuous).
+    assert not np.array_equal(params[0], unchanged[0])
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_invalid_hyperparameter_set_between_steps_is_rejected(cls):
+    rng = np.random.default_rng(3)
+    params = make_arrays(rng)
+    opt = cls(params, **RICH[cls])
+    opt.step([rand(rng, a.shape, a.dtype) for a in params])
+    snap = snapshot(opt, params)
+    opt.param_groups[0]["lr"] = -0.1
+    with pytest.raises(ValueError, match="lr"):
+        opt.step([rand(rng, a.shape, a.dtype) for a in params])
+    opt.param_groups[0]["lr"] = snap[1]["param_groups"][0]["lr"]
+    assert_unchanged(opt, params, snap)
+
+
+# ------------------------------------------------------------------------------ state_dict
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_state_dict_is_a_copy(cls):
+    rng = np.random.default_rng(4)
+    arrays = make_arrays(rng)
+    params, twin = [a.copy() for a in arrays], [a.copy() for a in arrays]
+    opt, opt_twin = cls(params, **RICH[cls]), cls(twin, **RICH[cls])
+    grads = [[rand(rng, a.shape, a.dtype) for a in arrays] for _ in range(4)]
+    for g in grads[:3]:
+        opt.step(g)
+        opt_twin.step(g)
+    sd = opt.state_dict()
+    assert set(sd) == {"state", "param_groups"}
+    assert sd["param_groups"][0]["params"] == list(range(len(arrays)))
+    for key, st in opt.state.items():
+        assert sd["state"][key]["step"] == 3
+        assert set(sd["state"][key]) == set(st) | {"step"}
+        for name, arr in st.items():
+            assert np.array_equal(sd["state"][key][name], arr)
+            assert not np.shares_memory(sd["state"][key][name], arr)
+    # Mutate everything in the returned dict.
+    for st in sd["state"].values():
+        st["step"] = 99
+        for name, arr in st.items():
+            if name != "step":
+                arr[...] = 123.0
+    sd["param_groups"][0]["lr"] = 77.0
+    sd["param_groups"][0]["params"].append("x")
+    # The optimizer did not change: its next step is its twin's.
+    assert opt.param_groups[0]["lr"] == RICH[cls]["lr"]
+    assert opt.step_count == 3
+    opt.step(grads[3])
+    opt_twin.step(grads[3])
+    for p, q in zip(params, twin):
+        assert np.array_equal(p, q)
+    assert_state_dicts_equal(opt.state_dict(), opt_twin.state_dict())
+
+
+def test_state_dict_copies_list_hyperparameters():
+    # betas given as a list (accepted by the validation) must not be shared with the copy.
+    opt = Adam([np.zeros(3)], betas=[0.9, 0.999])
+    sd = opt.state_dict()
+    sd["param_groups"][0]["betas"][0] = 0.5
+    assert opt.param_groups[0]["betas"][0] == 0.9
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+@pytest.mark.parametrize("cls", CLASSES)
+def test_resume_is_bit_identical(cls, kind):
+    rng = np.random.default_rng(5)
+    arrays = make_arrays(rng)
+    grads = [structure([rand(rng, a.shape, a.dtype) for a in arrays], kind)
+             for _ in range(20)]
+    params = structure([a.copy() for a in arrays], kind)
+    opt = cls(params, **RICH[cls])
+    for g in grads[:10]:
+        opt.step(g)
+    sd = opt.state_dict()
+    saved = [p.copy() for p in values_of(params)]
+    for g in grads[10:]:
+        opt.step(g)
+    # A new optimizer, built with another lr, resumed from the copies: the same bits.
+    params2 = structure([p.copy() for p in saved], kind)
+    opt2 = cls(params2, **dict(RICH[cls], lr=0.123))
+    opt2.load_state_dict(sd)
+    assert opt2.step_count == 10
+    assert opt2.param_groups[0]["lr"] == RICH[cls]["lr"]
+    for g in grads[10:]:
+        opt2.step(g)
+    assert opt2.step_count == opt.step_count == 20
+    for p, q in zip(values_of(params), values_of(params2)):
+        assert np.array_equal(p, q)
+    assert_state_dicts_equal(opt.state_dict(), opt2.state_dict())
+
+
+def _bad(fn):
+    def apply(sd):
+        sd = copy.deepcopy(sd)
+        return fn(sd)
+    return apply
+
+
+def _set(path, value):
+    def fn(sd):
+        obj = sd
+        for k in path[:-1]:
+            obj = obj[k]
+        obj[path[-1]] = value
+        return sd
+    return fn
+
+
+def _delete(path):
+    def fn(sd):
+        obj = sd
+        for k in path[:-1]:
+            obj = obj[k]
+        del obj[path[-1]]
+        return sd
+    return fn
+
+
+G = ("param_groups", 0)
+B = ("state", "b")       # the last param: a partial copy of 'a' would show
+BAD_STATE_DICTS = {
+    "list": lambda sd: [sd],
+    "none": lambda sd: None,
+    "string": lambda sd: "state",
+    "missing state": _delete(("state",)),
+    "extra top-level key": _set(("extra",), 1),
+    "two groups": lambda sd: dict(sd, param_groups=[sd["param_groups"][0]] * 2),
+    "groups not a list": _set(("param_groups",), "x"),
+    "renamed param": lambda sd: dict(sd, state={("c" if k == "b" else k): v
+                                                for k, v in sd["state"].items()}),
+    "missing param": _delete(B),
+    "missing state array": _delete(B + ("max_exp_avg_sq",)),
+    "extra state array": _set(B + ("momentum_buffer",), np.zeros(5)),
+    "wrong shape": _set(B + ("max_exp_avg_sq",), np.zeros(6)),
+    "wrong shape, same size": _set(B + ("max_exp_avg_sq",), np.zeros((5, 1))),
+    "wrong dtype": _set(B + ("max_exp_avg_sq",), np.zeros(5, f32)),
+    "swapped byte order": _set(B + ("max_exp_avg_sq",), np.zeros(5, ">f8")),
+    "not an array": _set(B + ("max_exp_avg_sq",), [0.0] * 5),
+    "negative step": _set(B + ("step",), -1),
+    "float step": _set(B + ("step",), 5.0),
+    "bool step": _set(B + ("step",), True),
+    "different steps": _set(B + ("step",), 4),
+    "missing hyperparameter": _delete(G + ("lr",)),
+    "extra hyperparameter": _set(G + ("momentum",), 0.9),
+    "negative lr": _set(G + ("lr",), -1.0),
+    "beta of 1": _set(G + ("betas",), (0.9, 1.0)),
+    "zero eps": _set(G + ("eps",), 0.0),
+    "params reordered": _set(G + ("params",), ["b", "a"]),
+    "params missing": _delete(G + ("params",)),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_STATE_DICTS))
+def test_load_state_dict_rejects_and_changes_nothing(name):
+    rng = np.random.default_rng(6)
+    specs = [((3, 4), f32), ((5,), f64)]
+
+    def run(n_steps, seed):
+        r = np.random.default_rng(seed)
+        ps = {"a": rand(r, (3, 4), f32), "b": rand(r, (5,), f64)}
+        o = Adam(ps, lr=0.01, amsgrad=True)
+        for _ in range(n_steps):
+            o.step({k: rand(r, p.shape, p.dtype) for k, p in ps.items()})
+        return o, ps
+
+    donor, _ = run(5, seed=7)           # different values and step from opt's
+    good = donor.state_dict()
+    bad = _bad(BAD_STATE_DICTS[name])(good)
+    opt, params = run(3, seed=8)
+    twin, twin_params = run(3, seed=8)
+    snap = snapshot(opt, params)
+    with pytest.raises((TypeError, ValueError)):
+        opt.load_state_dict(bad)
+    assert_unchanged(opt, params, snap)
+    # It still steps exactly like its twin that never saw the bad state_dict.
+    g = {k: rand(rng, s, d) for k, (s, d) in zip("ab", specs)}
+    opt.step(g)
+    twin.step(g)
+    for k in params:
+        assert np.array_equal(params[k], twin_params[k])
+    assert_state_dicts_equal(opt.state_dict(), twin.state_dict())
+    # And the unmodified state_dict loads (the rejection was for the corruption).
+    opt.load_state_dict(good)
+    assert_state_dicts_equal(opt.state_dict(), good)
+
+
+# ------------------------------------------------------------------------------ step() input
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_step_count_and_wrong_grads(cls):
+    rng = np.random.default_rng(9)
+    arrays = make_arrays(rng)
+    params = list(arrays)
+    opt = cls(params, **RICH[cls])
+    assert opt.step_count == 0
+
+    def grads():
+        return [rand(rng, a.shape, a.dtype) for a in arrays]
+
+    for t in (1, 2, 3):
+        opt.step(grads())
+        assert opt.step_count == t
+    snap = snapshot(opt, params)
+
+    def last_wrong(bad, i=len(arrays) - 1):     # grads before index i are valid
+        g = grads()
+        g[i] = bad
+        return g
+
+    cases = [
+        (TypeError, {i: g for i, g in enumerate(grads())}),     # dict for list params
+        (TypeError, np.stack([np.zeros(2)] * len(arrays))),
+        (ValueError, grads()[:-1]),                             # one short
+        (ValueError, grads() + [np.zeros(1)]),                  # one too many
+        (ValueError, last_wrong(np.zeros(2, f64))),             # wrong shape
+        (TypeError, last_wrong(np.zeros(1, f32))),              # wrong dtype
+        (TypeError, last_wrong([0.0])),                         # not an array
+        (ValueError, last_wrong(np.zeros(34, f64)[::2], 1)),     # not contiguous
+        (ValueError, last_wrong(np.zeros(17, f64)[::-1], 1)),    # negative stride
+        (ValueError, last_wrong(params[-1])),                   # the param itself
+        (ValueError, last_wrong(opt.state[len(arrays) - 1][
+            state_names(cls, dict(TORCH_DEFAULTS[cls], **RICH[cls]))[0]])),  # a state
+    ]
+    for exc, bad in cases:
+        with pytest.raises(exc):
+            opt.step(bad)
+        assert_unchanged(opt, params, snap)
+    # A tuple of grads is fine.
+    opt.step(tuple(grads()))
+    assert opt.step_count == 4
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_step_without_grads_is_rejected(cls):
+    # grads=None is not "grads in the same structure as the params": it must raise, and
+    # must not count as a step (a skipped count would change SGD's first step and Adam's
+    # bias correction for the rest of the run).
+    params = [np.ones(3)]
+    opt = cls(params, **RICH[cls])
+    snap = snapshot(opt, params)
+    with pytest.raises(TypeError):
+        opt.step(None)
+    assert_unchanged(opt, params, snap)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_dict_params_wrong_grads(cls):
+    rng = np.random.default_rng(10)
+    params = {"x": rand(rng, (4,), f32), "y": rand(rng, (2, 2), f64)}
+    opt = cls(params, **RICH[cls])
+    good = {"x": rand(rng, (4,), f32), "y": rand(rng, (2, 2), f64)}
+    opt.step(good)
+    snap = snapshot(opt, params)
+    for exc, bad in [
+        (TypeError, list(good.values())),
+        (ValueError, {"x": good["x"]}),
+        (ValueError, dict(good, z=good["x"])),
+        (ValueError, {"x": good["x"], "z": good["y"]}),
+        (ValueError, {"x": good["x"], "y": np.zeros((4,), f64)}),
+    ]:
+        with pytest.raises(exc):
+            opt.step(bad)
+        assert_unchanged(opt, params, snap)
+    # Order of the grads' keys does not matter.
+    opt.step({"y": good["y"], "x": good["x"]})
+    assert opt.step_count == 2
+
+
+def test_constructor_rejects_bad_params():
+    with pytest.raises(TypeError):
+        Adam(np.zeros(3))
+    with pytest.raises(ValueError):
+        Adam([])
+    with pytest.raises(TypeError):
+        Adam([np.zeros(3, np.int64)])
+    buf = np.zeros(10)
+    with pytest.raises(ValueError):
+        Adam([buf[:6], buf[4:]])
+    with pytest.raises(ValueError):
+        Adam([np.zeros(3)], lr=-1.0)
+    with pytest.raises(ValueError):
+        SGD([np.zeros(3)], lr=0.1, nesterov=True)
+
+
+# ------------------------------------------------------------------------------ pack
+
+def test_pack_list_views():
+    rng = np.random.default_rng(11)
+    shapes = [(3, 4), (5,), (), (2, 0), (7, 1)]
+    arrays = [rand(rng, s, f32) for s in shapes]
+    flat, views = fastadam.pack(arrays)
+    assert isinstance(views, list)
+    assert flat.ndim == 1 and flat.flags.c_contiguous and flat.dtype == f32
+    assert flat.size == 12 + 5 + 1 + 0 + 7
+    assert np.array_equal(flat, np.concatenate([a.ravel() for a in arrays]))
+    for a, v in zip(arrays, views):
+        assert v.shape == a.shape and v.dtype == f32
+        assert np.array_equal(v, a)
+        assert not np.shares_memory(a, flat)        # pack copies
+        if a.size:
+            assert np.shares_memory(v, flat)
+    views[1][2] = 42.0
+    assert flat[12 + 2] == 42.0
+    flat[0] = -7.0
+    assert views[0][0, 0] == -7.0
+
+
+def test_pack_dict_and_dtypes():
+    a, b = np.ones((2, 2), f32), np.full(3, 2.0, f64)
+    flat, views = fastadam.pack({"b": b, "a": a})
+    assert list(views) == ["b", "a"]
+    assert flat.dtype == f64                        # common type of float32 and float64
+    assert np.array_equal(flat, [2, 2, 2, 1, 1, 1, 1])
+    assert views["a"].shape == (2, 2) and np.shares_memory(views["a"], flat)
+    flat32, _ = fastadam.pack([a, b], dtype=f32)
+    assert flat32.dtype == f32
+    with pytest.raises(TypeError):
+        fastadam.pack([a], dtype=np.int32)
+
+
+@pytest.mark.parametrize("dtype", [f32, f64])
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_packed_adam_equals_per_array_adam(kind, dtype):
+    rng = np.random.default_rng(12)
+    shapes = [(3, 4), (17,), (), (2, 3, 5), (33,), (1,)]
+    arrays = [rand(rng, s, dtype) for s in shapes]
+    params = structure([a.copy() for a in arrays], kind)
+    flat_p, pviews = fastadam.pack(structure(arrays, kind))
+    flat_g, gviews = fastadam.pack(structure([np.zeros_like(a) for a in arrays], kind))
+    opt = Adam(params, lr=0.01, amsgrad=True, weight_decay=0.01)
+    opt_flat = Adam([flat_p], lr=0.01, amsgrad=True, weight_decay=0.01)
+    for _ in range(10):
+        grads = [rand(rng, s, dtype) for s in shapes]
+        for v, g in zip(values_of(gviews), grads):
+            v[...] = g
+        opt.step(structure(grads, kind))
+        opt_flat.step([flat_g])
+    for p, v in zip(values_of(params), values_of(pviews)):
+        assert np.array_equal(p, v)
+    for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        joined = np.concatenate([opt.state[k][name].ravel() for k in keys_of(params)])
+        assert np.array_equal(joined, opt_flat.state[0][name])
+
+
+# ------------------------------------------------------------------------------ scale, threads
+
+def test_many_small_tensors():
+    rng = np.random.default_rng(13)
+    arrays = [rand(rng, 100, f32) for _ in range(1000)]
+    hyper = dict(lr=0.01, amsgrad=True, weight_decay=0.01)
+    ref = RefOptimizer(Adam, arrays, hyper)
+    opt = Adam(arrays, **hyper)
+    for _ in range(5):
+        grads = [rand(rng, 100, f32) for _ in range(1000)]
+        opt.step(grads)
+        ref.step(grads)
+    compare_with_ref(opt, arrays, ref, "1000 tensors")
+
+
+PLAN_THREAD_CHILD = """
+import sys
+import numpy as np
+import fastadam
+
+# float32 and float64 tensors, each group > 2 * (1 << 17) elements, so a step splits each
+# group over threads, with part boundaries falling inside and between tensors.
+SPECS = [(300_007, np.float32), (1, np.float64), (5, np.float32), (262_147, np.float64),
+         (450_001, np.float32), (400_003, np.float64), (3, np.float32)]
+CONFIGS = [(fastadam.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+           (fastadam.RMSprop, dict(momentum=0.5, centered=True, weight_decay=0.01)),
+           (fastadam.Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.01)),
+           (fastadam.AdamW, dict(lr=0.01, amsgrad=True))]
+
+def run(cls, hyper, threads):
+    fastadam.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(n).astype(dt) for n, dt in SPECS]
+    opt = cls(params, **hyper)
+    for _ in range(3):
+        opt.step([rng.standard_normal(n).astype(dt) for n, dt in SPECS])
+    return params, opt.state_dict()
+
+old = fastadam.get_num_threads()
+bad = 0
+for cls, hyper in CONFIGS:
+    base_p, base_sd = run(cls, hyper, 1)
+    for threads in (2, 3):
+        print(f"{cls.__name__} threads={threads} ...", flush=True)
+        p, sd = run(cls, hyper, threads)
+        for i in range(len(SPECS)):
+            same = np.array_equal(p[i], base_p[i]) and all(
+                np.array_equal(sd["state"][i][k], base_sd["state"][i][k])
+                for k in base_sd["state"][i] if k != "step")
+            if not same:
+                bad += 1
+                print(f"MISMATCH {cls.__name__} threads={threads} tensor {i}", flush=True)
+fastadam.set_num_threads(old)
+print("done", flush=True)
+sys.exit(1 if bad else 0)
+"""
+
+
+def test_optimizer_thread_counts_bit_identical():
+    """A multi-tensor step split over 1, 2 and 3 threads gives the same bits (in a child
+    process, so that a hang in the thread pool fails the test instead of the session)."""
+    r = run_python(PLAN_THREAD_CHILD, timeout=20)
+    assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------------------ memory
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _steppers():
+    """Small optimizers with every state on, plus a functional call, each as a callable."""
+    rng = np.random.default_rng(14)
+    out = []
+    for cls in CLASSES:
+        params = [rand(rng, 10, f32), rand(rng, (3, 3), f64)]
+        grads = [rand(rng, 10, f32) * 1e-3, rand(rng, (3, 3), f64) * 1e-3]
+        opt = cls(params, **RICH[cls])
+        out.append((cls.__name__, lambda opt=opt, grads=grads: opt.step(grads)))
+    p, g, m, v, vm = (rand(rng, 10, f64) for _ in range(5))
+    g *= 1e-3
+    out.append(("adam_", lambda: fastadam.adam_(p, g, m, v, step=7, amsgrad=True,
+                                                max_exp_avg_sq=vm)))
+    return out
+
+
+@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "adam_"])
+def test_no_python_allocations_retained(name):
+    step = dict(_steppers())[name]
+    for _ in range(500):        # warm up caches (interned ints, free lists)
+        step()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20000):
+            step()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # A leak of even one small object per step would retain >= 20000 * 16 bytes.
+    assert after - before < 32 * 1024, f"{after - before} bytes retained by 20000 steps"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+def test_resident_memory_does_not_grow():
+    steppers = _steppers()
+    for _, step in steppers:
+        for _ in range(2000):
+            step()
+    before = _rss_bytes()
+    for _, step in steppers:
+        for _ in range(20000):
+            step()
+    grown = _rss_bytes() - before
+    # 100000 calls: a native leak of >= 40 bytes per call would exceed this.
+    assert grown < 4 * 1024 * 1024, f"resident memory grew by {grown} bytes"
