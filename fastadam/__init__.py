@@ -7,6 +7,14 @@ rules in plain NumPy.
 
 __version__ = "0.1.0"
 
+try:
+    from . import _core  # noqa: F401
+except ImportError as e:  # pragma: no cover - only in an unbuilt source tree
+    raise ImportError(
+        f"fastadam's compiled modules are missing from {__path__[0]}: this is the source "
+        "tree, not an installed fastadam. Install it (pip install .) and run from another "
+        "directory, or build in place: python setup.py build_ext --inplace") from e
+
 from ._core import (  # noqa: E402
     adam_,
     adamw_,
