@@ -81,19 +81,20 @@ _select_simd()
 
 # ---------------------------------------------------------------------------- threads
 
-# Below this many elements per thread, waking a worker (~20 µs here) costs more than it
-# saves; the break-even depends on the kernel's cost per element. Measured on 2 cores with
-# `python -m fastadam.bench --threads 2` (the "threads" section) and rounded down to
-# powers of two. [kernel][dtype]
+# Below this many elements per thread, handing work to a worker (~8 µs here: a wake-up
+# and a hand-back) costs more than it saves; the break-even depends on the kernel's cost per
+# element. Measured on 2 cores (1 vs 2 threads, side by side) and rounded to powers of two.
+# The probe uses Adam's thresholds so that "% of roofline" compares like with like.
+# [kernel][dtype]
 cdef Py_ssize_t MIN_PER_THREAD[4][2]
-MIN_PER_THREAD[K_SGD][F32] = 1 << 17
-MIN_PER_THREAD[K_SGD][F64] = 1 << 16
+MIN_PER_THREAD[K_SGD][F32] = 1 << 16
+MIN_PER_THREAD[K_SGD][F64] = 1 << 15
 MIN_PER_THREAD[K_RMSPROP][F32] = 1 << 15
 MIN_PER_THREAD[K_RMSPROP][F64] = 1 << 14
 MIN_PER_THREAD[K_ADAM][F32] = 1 << 15
 MIN_PER_THREAD[K_ADAM][F64] = 1 << 14
-MIN_PER_THREAD[K_PROBE][F32] = 1 << 17
-MIN_PER_THREAD[K_PROBE][F64] = 1 << 16
+MIN_PER_THREAD[K_PROBE][F32] = 1 << 15
+MIN_PER_THREAD[K_PROBE][F64] = 1 << 14
 cdef Py_ssize_t _min_override = 0
 
 

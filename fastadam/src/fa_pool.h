@@ -15,6 +15,16 @@
 #include <stdlib.h>
 
 #define FA_POOL_MAX 256
+#define FA_CALLER_SPIN 20000   /* pause iterations: a few hundred microseconds at most */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static inline void fa_pause(void) { _mm_pause(); }
+#elif defined(__aarch64__)
+static inline void fa_pause(void) { __asm__ __volatile__("yield"); }
+#else
+static inline void fa_pause(void) { }
+#endif
 
 typedef void (*fa_task_fn)(void *ctx, int part, int nparts);
 
@@ -54,7 +64,9 @@ static void *fa_pool_worker(void *arg) {
             pthread_mutex_unlock(&fa_pool.lock);
             fn(ctx, part, nparts);
             pthread_mutex_lock(&fa_pool.lock);
-            if (--fa_pool.pending == 0) pthread_cond_signal(&fa_pool.done);
+            /* release: the caller may be spinning on pending, and must then see our writes */
+            if (__atomic_sub_fetch(&fa_pool.pending, 1, __ATOMIC_RELEASE) == 0)
+                pthread_cond_signal(&fa_pool.done);
         }
     }
     pthread_mutex_unlock(&fa_pool.lock);
@@ -107,6 +119,13 @@ static void fa_pool_run(fa_task_fn fn, void *ctx, int nparts) {
             pthread_cond_broadcast(&fa_pool.wake);
             pthread_mutex_unlock(&fa_pool.lock);
             fn(ctx, 0, nparts);
+            /* The caller has nothing else to do until its job is done: spin a little before
+               sleeping, which saves a wake-up (~10 us here) when the parts end together.
+               Idle workers never spin. */
+            for (i = 0; i < FA_CALLER_SPIN; i++) {
+                if (__atomic_load_n(&fa_pool.pending, __ATOMIC_ACQUIRE) == 0) break;
+                fa_pause();
+            }
             pthread_mutex_lock(&fa_pool.lock);
             while (fa_pool.pending > 0) pthread_cond_wait(&fa_pool.done, &fa_pool.lock);
             pthread_mutex_unlock(&fa_pool.lock);
