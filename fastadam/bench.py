@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import statistics
 import sys
@@ -249,6 +250,38 @@ def run_small(args, out) -> None:
         out(f"  {k:<20} {v * 1e6:10.1f}   ({v / base:5.1f}x fastadam)")
 
 
+def _rss() -> int:
+    """Resident set size now, in bytes (Linux; 0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def run_memory(args, out) -> None:
+    """Resident memory over many steps: no allocation per step means it stays flat."""
+    steps = 100_000
+    rng = np.random.default_rng(3)
+    p, g, s0, s1 = _arrays(16, np.float32, rng, 4)
+    params = [rng.standard_normal(n).astype(np.float32) for n in (7, 100, 1000)]
+    grads = [np.ones_like(q) for q in params]
+    opt = fastadam.Adam(params)
+    for t in range(1, 1001):                     # warm up (first-use allocations)
+        fastadam.adam_(p, g, s0, s1, step=t)
+        opt.step(grads)
+    gc.collect()
+    before = _rss()
+    for t in range(1001, 1001 + steps):
+        fastadam.adam_(p, g, s0, s1, step=t)
+        opt.step(grads)
+    gc.collect()
+    after = _rss()
+    out("")
+    out(f"memory: resident set over {steps:,} adam_ calls and {steps:,} Adam.step calls: "
+        f"{before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB ({(after - before) / 1024:+.0f} KiB)")
+
+
 def run_threads(args, out) -> None:
     """Thread scaling at large sizes, and the cost of another OpenMP pool in the process."""
     if _core.get_num_threads() < 2 and args.threads is None:
@@ -333,6 +366,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     run_table(args, out)
     if not args.skip_small:
         run_small(args, out)
+        run_memory(args, out)
     run_threads(args, out)
 
 
