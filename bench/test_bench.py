@@ -1,0 +1,196 @@
+"""pytest-benchmark suite over the cases of ``python -m fastadam.bench`` (SPEC §5).
+
+Run: ``pytest bench/ --benchmark-only`` (see bench/README.md). Nothing here asserts a
+speed: the numbers are for reading and comparing (``--benchmark-save`` /
+``--benchmark-compare``), never for passing or failing.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytest_benchmark")
+
+import fastadam  # noqa: E402  (bench/conftest.py has chosen which one)
+from fastadam import _core, _tuned, reference  # noqa: E402
+from fastadam.bench import OPTIMIZERS, STREAMS, _arrays, _torch_optimizer, make_case  # noqa: E402
+
+from .conftest import LARGE, torch  # noqa: E402
+
+DTYPES = (np.float32, np.float64)
+SIZES = (16, 1_000, 100_000, 1_000_000) + ((10_000_000, 50_000_000) if LARGE else ())
+# probe first, so that fastadam's row can be set against it in the summary
+IMPLS = ("probe", "fastadam", "ref", "tuned", "torch")
+
+
+def _needs_torch(impl):
+    if impl.startswith("torch") and torch is None:
+        pytest.skip("torch is not installed")
+
+
+# ------------------------------------------------------------- the report's table rows
+
+# One case (all implementations' callables and arrays) is alive at a time: the parameters
+# run in order with the implementation innermost, so the five implementations of a row share
+# one make_case, as in the report, and a 5e7-element case is freed before the next is built.
+_CASE: dict = {}
+
+
+def _case(opt, dtype, n):
+    key = (opt, np.dtype(dtype).name, n)
+    if key not in _CASE:
+        _CASE.clear()
+        gc.collect()
+        rng = np.random.default_rng(0)
+        try:
+            fns = make_case(opt, dtype, n, rng, with_torch=torch is not None)
+        except RuntimeError:            # torch has no optimizer for this case
+            fns = make_case(opt, dtype, n, np.random.default_rng(0), with_torch=False)
+        _CASE[key] = fns
+    return _CASE[key]
+
+
+ROWS = [pytest.param(opt, dtype, n, impl, id=f"{opt}-{np.dtype(dtype).name}-{n}-{impl}")
+        for opt in OPTIMIZERS for dtype in DTYPES for n in SIZES for impl in IMPLS]
+
+
+@pytest.mark.parametrize("opt, dtype, n, impl", ROWS)
+def test_step(measure, opt, dtype, n, impl):
+    """One optimizer step over ``n`` elements; group = (optimizer, dtype, size)."""
+    _needs_torch(impl)
+    fns = _case(opt, dtype, n)
+    if impl not in fns:
+        pytest.skip(f"torch has no {opt} optimizer for {np.dtype(dtype).name}")
+    itemsize = np.dtype(dtype).itemsize
+    streams = STREAMS["probe" if impl == "probe" else opt]
+    info = dict(optimizer=opt, dtype=np.dtype(dtype).name, n=n, streams=streams)
+    if impl == "torch":
+        defaults = fns["torch"].__self__.defaults
+        info["torch_flavour"] = ("fused" if defaults.get("fused") else
+                                 "foreach" if defaults.get("foreach") else "for-loop")
+    measure(fns[impl], f"{opt} {np.dtype(dtype).name} n={n}", impl,
+            nbytes=streams * n * itemsize, **info)
+
+
+# ------------------------------------------------------------------ per-call overhead
+
+@pytest.fixture(scope="module")
+def tiny():
+    return _arrays(16, np.float32, np.random.default_rng(1), 4)
+
+
+PER_CALL = ("sgd_", "rmsprop_", "adam_", "adamw_", "reference.adam_", "torch Adam")
+
+
+@pytest.mark.parametrize("impl", PER_CALL)
+def test_per_call(measure, tiny, impl):
+    """One call on 16 float32 elements, validation included: the fixed cost of a call."""
+    _needs_torch(impl)
+    p, g, s0, s1 = tiny
+    if impl == "torch Adam":
+        tp = torch.from_numpy(p.copy())
+        tp.grad = torch.from_numpy(g)
+        opt, flavour = _torch_optimizer("adam", [tp])
+        fn = opt.step
+    else:
+        fn = {"sgd_": lambda: fastadam.sgd_(p, g),
+              "rmsprop_": lambda: fastadam.rmsprop_(p, g, s0),
+              "adam_": lambda: fastadam.adam_(p, g, s0, s1, step=10),
+              "adamw_": lambda: fastadam.adamw_(p, g, s0, s1, step=10),
+              "reference.adam_": lambda: reference.adam_(p, g, s0, s1, step=10)}[impl]
+    measure(fn, "per-call float32 n=16", impl)
+
+
+# -------------------------------------------------------------------- many small tensors
+
+COUNT, SIZE = 1000, 100
+
+
+@pytest.fixture(scope="module")
+def many():
+    rng = np.random.default_rng(1)
+    params = [rng.standard_normal(SIZE).astype(np.float32) for _ in range(COUNT)]
+    grads = [rng.standard_normal(SIZE).astype(np.float32) for _ in range(COUNT)]
+    return params, grads
+
+
+MANY = ("fastadam", "packed", "ref", "tuned", "torch")
+
+
+@pytest.mark.parametrize("impl", MANY)
+def test_many_tensors(measure, many, impl):
+    """One Adam step over 1000 float32 arrays of 100 elements: fastadam.Adam.step (one
+    native call over every tensor), the same params packed into one flat array with
+    fastadam.pack, a loop of reference.adam_, a loop of tuned NumPy, torch's fused Adam."""
+    _needs_torch(impl)
+    params, grads = many
+    params = [q.copy() for q in params]
+    if impl == "fastadam":
+        opt = fastadam.Adam(params)
+        fn = lambda: opt.step(grads)  # noqa: E731
+    elif impl == "packed":
+        flat_p, _ = fastadam.pack(params)
+        flat_g, _ = fastadam.pack(grads)
+        opt = fastadam.Adam([flat_p])
+        fn = lambda: opt.step([flat_g])  # noqa: E731
+    elif impl in ("ref", "tuned"):
+        state = [(np.zeros(SIZE, np.float32), np.zeros(SIZE, np.float32)) for _ in params]
+        tmp = np.empty(SIZE, np.float32)
+        if impl == "ref":
+            def fn():
+                for q, gr, (m, v) in zip(params, grads, state):
+                    reference.adam_(q, gr, m, v, step=10)
+        else:
+            def fn():
+                for q, gr, (m, v) in zip(params, grads, state):
+                    _tuned.adam_(q, gr, m, v, tmp, step=10)
+    else:
+        tps = [torch.from_numpy(q) for q in params]
+        for tq, gr in zip(tps, grads):
+            tq.grad = torch.from_numpy(gr)
+        opt, flavour = _torch_optimizer("adam", tps)
+        fn = opt.step
+    measure(fn, f"many-tensors float32 {COUNT}x{SIZE}", impl,
+            nbytes=STREAMS["adam"] * COUNT * SIZE * 4, count=COUNT, size=SIZE)
+
+
+# ----------------------------------------------------------------------------- threads
+
+THREAD_N = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def thread_arrays():
+    rng = np.random.default_rng(2)
+    return (_arrays(THREAD_N, np.float32, rng, 4), _arrays(THREAD_N, np.float32, rng, 4))
+
+
+@pytest.fixture
+def num_threads(request):
+    """Run the test with fastadam.set_num_threads(param); restore the setting afterwards."""
+    try:
+        old = fastadam.set_num_threads(request.param)
+    except (ValueError, RuntimeError) as e:
+        pytest.skip(f"set_num_threads({request.param}): {e}")
+    try:
+        yield request.param
+    finally:
+        fastadam.set_num_threads(old)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True, ids=["1thread", "2threads"])
+@pytest.mark.parametrize("impl", ["adam_", "probe"])
+def test_threads(measure, thread_arrays, impl, num_threads):
+    """adam_ (and the same-traffic probe) at 1e6 float32 elements on 1 and on 2 threads."""
+    (p, g, s0, s1), (q, h, r0, r1) = thread_arrays
+    assert fastadam.get_num_threads() == num_threads
+    if impl == "adam_":
+        fn = lambda: fastadam.adam_(p, g, s0, s1, step=10)  # noqa: E731
+    else:
+        fn = lambda: _core.roofline_(q, h, r0, r1)  # noqa: E731
+    label = f"{impl} {num_threads} thread" + ("s" if num_threads > 1 else "")
+    measure(fn, f"threads float32 n={THREAD_N}", label,
+            nbytes=STREAMS["adam"] * THREAD_N * 4, threads=num_threads)
