@@ -45,7 +45,7 @@ def _import_fastadam():
 fastadam = _import_fastadam()
 from fastadam import bench as _report  # noqa: E402
 
-torch = _report.torch   # None when torch is not installed
+torch = _report.load_torch()   # None when torch is not installed
 if torch is not None:
     # as the report does: torch gets the same number of threads as fastadam
     torch.set_num_threads(fastadam.get_num_threads())

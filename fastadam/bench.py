@@ -32,10 +32,19 @@ import fastadam
 from fastadam import _core, _tuned, reference
 from fastadam.config import cpu_features
 
-try:  # optional: the comparison columns for torch.optim
-    import torch
-except ImportError:  # pragma: no cover - depends on the environment
-    torch = None
+torch = None      # the torch module once load_torch() found it: the optional columns
+
+
+def load_torch():
+    """Import torch if it is installed (it is optional); returns it or None."""
+    global torch
+    if torch is None:
+        try:
+            import torch as _torch
+        except ImportError:  # pragma: no cover - depends on the environment
+            return None
+        torch = _torch
+    return torch
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
 FULL_SIZES = (16, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 50_000_000)
@@ -128,8 +137,10 @@ def make_case(opt: str, dtype, n: int, rng: np.random.Generator, with_torch: boo
     if with_torch and torch is not None:
         tp = torch.from_numpy(p.copy())
         tp.grad = torch.from_numpy(g)
-        topt, _ = _torch_optimizer(opt, [tp])
-        fns["torch"] = topt.step
+        try:
+            fns["torch"] = _torch_optimizer(opt, [tp])[0].step
+        except RuntimeError:        # this torch has no such optimizer for this dtype
+            pass
     return fns
 
 
@@ -138,12 +149,12 @@ def make_case(opt: str, dtype, n: int, rng: np.random.Generator, with_torch: boo
 def header(args) -> List[str]:
     lines = [
         f"fastadam {fastadam.__version__} | numpy {np.__version__}"
-        + (f" | torch {torch.__version__}" if torch is not None else " | torch: not installed")
+        + (f" | torch {torch.__version__}" if not args.no_torch else " | torch: not used")
         + f" | python {platform.python_version()}",
         f"cpu: {_cpu_name()} | {platform.machine()} | features: {cpu_features()}",
         f"simd path: {_core.get_simd_path()} (available: "
         f"{', '.join(_core.available_simd_paths())}) | threads: {_core.get_num_threads()}"
-        + (f" (torch {torch.get_num_threads()})" if torch is not None else ""),
+        + (f" (torch {torch.get_num_threads()})" if not args.no_torch else ""),
         f"mode: {'quick' if args.quick else 'full'} | times are medians of "
         f"{args.repeats} interleaved samples; µs per step",
     ]
@@ -167,7 +178,7 @@ def _fmt_us(sec: float) -> str:
 
 
 def run_table(args, out) -> None:
-    with_torch = torch is not None and not args.no_torch
+    with_torch = not args.no_torch
     cols = f"{'optimizer':<9} {'dtype':<7} {'n':>10} {'fastadam':>10} {'GB/s':>7} " \
            f"{'%roof':>6} {'ref':>10} {'x ref':>7} {'tuned':>10} {'x tuned':>7}"
     if with_torch:
@@ -187,8 +198,10 @@ def run_table(args, out) -> None:
                        f"{gbs:7.1f} {100 * gbs / probe_gbs:5.0f}% {_fmt_us(t['ref'])} "
                        f"{t['ref'] / t['fastadam']:6.1f}x {_fmt_us(t['tuned'])} "
                        f"{t['tuned'] / t['fastadam']:6.1f}x")
-                if with_torch:
+                if with_torch and "torch" in t:
                     row += f" {_fmt_us(t['torch'])} {t['torch'] / t['fastadam']:6.1f}x"
+                elif with_torch:
+                    row += f" {'n/a':>10} {'':>7}"
                 out(row)
                 del fns
                 gc.collect()
@@ -196,7 +209,7 @@ def run_table(args, out) -> None:
 
 def run_small(args, out) -> None:
     """Per-call overhead (16 elements) and many small tensors in one step."""
-    with_torch = torch is not None and not args.no_torch
+    with_torch = not args.no_torch
     rng = np.random.default_rng(1)
     out("")
     out("per call, 16 float32 elements, validation included (µs):")
@@ -284,13 +297,14 @@ def run_memory(args, out) -> None:
 
 def run_threads(args, out) -> None:
     """Thread scaling at large sizes, and the cost of another OpenMP pool in the process."""
-    if _core.get_num_threads() < 2 and args.threads is None:
+    big = [s for s in args.sizes if s >= 100_000]
+    if _core.get_num_threads() < 2 or not big:
         return
     out("")
     nthreads = _core.get_num_threads()
     out(f"threads: Adam float32, 1 thread vs {nthreads} (µs; probe = same-traffic roofline):")
     rng = np.random.default_rng(2)
-    for n in [s for s in args.sizes if s >= 100_000]:
+    for n in big:
         p, g, s0, s1 = _arrays(n, np.float32, rng, 4)
         q, h, r0, r1 = _arrays(n, np.float32, rng, 4)
 
@@ -312,23 +326,34 @@ def run_threads(args, out) -> None:
             f"({t['adam1'] / t['adamN']:.2f}x)   probe {_fmt_us(t['probe1'])} -> "
             f"{_fmt_us(t['probeN'])}   adam at {100 * t['probeN'] / t['adamN']:.0f}% of the "
             f"{nthreads}-thread probe")
-    if torch is not None and not args.no_torch:
+    if not args.no_torch:
+        # torch's OpenMP threads busy-wait for a while after each torch op (libgomp's default
+        # policy); fastadam's own threads sleep when idle. Time an Adam step right after a
+        # torch op and right after a NumPy op (single-threaded), in turns.
         n = 1_000_000
         p, g, s0, s1 = _arrays(n, np.float32, rng, 4)
-        x = torch.randn(n)
-        y = torch.randn(n)
+        x, y = torch.randn(n), torch.randn(n)
+        a = np.ones(n, np.float32)
 
-        def torch_then_adam():
-            torch.add(x, y, out=x)      # wakes torch's OpenMP threads
-            t0 = time.perf_counter()
-            fastadam.adam_(p, g, s0, s1, step=10)
-            return time.perf_counter() - t0
+        def after(op):
+            def run():
+                op()
+                t0 = time.perf_counter()
+                fastadam.adam_(p, g, s0, s1, step=10)
+                return time.perf_counter() - t0
+            return run
 
-        alone = side_by_side({"a": lambda: fastadam.adam_(p, g, s0, s1, step=10)},
-                             args.repeats, args.target)["a"]
-        mixed = statistics.median(torch_then_adam() for _ in range(200))
-        out(f"  with torch's OpenMP pool busy just before (n={n}): adam "
-            f"{_fmt_us(mixed)} vs {_fmt_us(alone)} alone ({mixed / alone:.2f}x)")
+        runs = {"numpy": after(lambda: np.multiply(a, 1.0, out=a)),
+                "torch": after(lambda: torch.add(x, y, out=x))}
+        samples = {k: [] for k in runs}
+        for _ in range(args.repeats):      # in blocks: torch's threads spin for milliseconds
+            for k, f in runs.items():
+                time.sleep(0.05)
+                samples[k].extend(f() for _ in range(20))
+        t = {k: statistics.median(v) for k, v in samples.items()}
+        out(f"  n={n}: adam right after a torch op {_fmt_us(t['torch'])}, right after a NumPy "
+            f"op {_fmt_us(t['numpy'])} ({t['torch'] / t['numpy']:.2f}x; torch's OpenMP threads "
+            f"spin after their op unless OMP_WAIT_POLICY=passive)")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -350,24 +375,35 @@ def main(argv: Optional[List[str]] = None) -> None:
     args.sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     args.repeats = args.repeats or (5 if args.quick else 7)
     args.target = 0.004 if args.quick else 0.015
-    if args.threads is not None:
-        fastadam.set_num_threads(args.threads)
-    if torch is not None:
-        torch.set_num_threads(fastadam.get_num_threads())
-    if args.simd:
-        fastadam.set_simd_path(args.simd)
+    if not args.no_torch:
+        load_torch()
+    args.no_torch = args.no_torch or torch is None
+    saved = (fastadam.get_num_threads(), fastadam.get_simd_path(),
+             torch.get_num_threads() if not args.no_torch else None)
+    try:
+        if args.threads is not None:
+            fastadam.set_num_threads(args.threads)
+        if not args.no_torch:
+            torch.set_num_threads(fastadam.get_num_threads())
+        if args.simd:
+            fastadam.set_simd_path(args.simd)
 
-    def out(line: str) -> None:
-        print(line, flush=True)
+        def out(line: str) -> None:
+            print(line, flush=True)
 
-    for line in header(args):
-        out(line)
-    out("")
-    run_table(args, out)
-    if not args.skip_small:
-        run_small(args, out)
-        run_memory(args, out)
-    run_threads(args, out)
+        for line in header(args):
+            out(line)
+        out("")
+        run_table(args, out)
+        if not args.skip_small:
+            run_small(args, out)
+            run_memory(args, out)
+        run_threads(args, out)
+    finally:
+        fastadam.set_num_threads(saved[0])
+        fastadam.set_simd_path(saved[1])
+        if saved[2] is not None:
+            torch.set_num_threads(saved[2])
 
 
 if __name__ == "__main__":
