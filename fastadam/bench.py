@@ -55,6 +55,9 @@ QUICK_SIZES = (16, 1_000, 10_000, 100_000, 1_000_000)
 STREAMS = {"sgd": 5, "rmsprop": 5, "adam": 7, "adamw": 7, "probe": 7}
 
 
+SETTLE = 0.02   # seconds of pause before each sample (see side_by_side)
+
+
 def _timer(fn: Callable[[], object], number: int) -> float:
     t0 = time.perf_counter()
     for _ in range(number):
@@ -75,11 +78,16 @@ def _calibrate(fn: Callable[[], object], target: float) -> int:
 
 def side_by_side(fns: Dict[str, Callable[[], object]], repeats: int, target: float
                  ) -> Dict[str, float]:
-    """Median seconds per call of each function, sampled in turn."""
+    """Median seconds per call of each function, sampled in turn.
+
+    Each sample starts after a short pause: torch's OpenMP threads busy-wait for some
+    milliseconds after torch's own calls, and would otherwise slow whatever runs next.
+    """
     numbers = {k: _calibrate(f, target) for k, f in fns.items()}
     samples: Dict[str, List[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            time.sleep(SETTLE)
             samples[k].append(_timer(f, numbers[k]))
     return {k: statistics.median(v) for k, v in samples.items()}
 

@@ -110,7 +110,7 @@ def compare(kind, o, p, states, p_ref, states_ref, where):
         assert_close(states[name], states_ref[name], f"{name}, {where}")
 
 
-def trajectory(kind, o, dtype, shape, steps, seed=0, check_at=()):
+def trajectory(kind, o, dtype, shape, steps, seed=0, check_at=(), require_finite=True):
     """Run fast and reference side by side from the same random start; compare param and
     every state after the steps in ``check_at`` and at the end."""
     rng = np.random.default_rng(seed)
@@ -125,7 +125,8 @@ def trajectory(kind, o, dtype, shape, steps, seed=0, check_at=()):
         assert np.array_equal(g, g_before), "the grad was modified"
         if t in check_at or t == steps:
             compare(kind, o, p, states, p_ref, states_ref, f"{dtype.__name__} n={shape} t={t}")
-    assert np.isfinite(p_ref).all()     # the comparison was not between NaNs
+    if require_finite:
+        assert np.isfinite(p_ref).all()     # the comparison was not between NaNs
     return p, states
 
 
@@ -371,16 +372,9 @@ def test_random_hyperparameters_match_reference(kind, data):
     n = data.draw(st.integers(0, 300), label="n")
     steps = data.draw(st.integers(1, 4), label="steps")
     seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
-    rng = np.random.default_rng(seed)
-    p = rand(rng, n, dtype)
-    states = make_states(rng, kind, o, n, dtype)
-    p_ref, states_ref = p.copy(), {k: a.copy() for k, a in states.items()}
-    for t in range(1, steps + 1):
-        g = rand(rng, n, dtype)
-        call(fastadam, kind, o, p, g, states, t)
-        call(reference, kind, o, p_ref, g, states_ref, t)
+    # Random hyperparameters can drive centered RMSprop's sqrt negative: NaN on both sides.
     with np.errstate(all="ignore"):
-        compare(kind, o, p, states, p_ref, states_ref, f"{o}, {dtype.__name__}, n={n}")
+        trajectory(kind, o, dtype, n, steps, seed=seed, require_finite=False)
 
 
 # ------------------------------------------------------------------------------ scalars, shapes
