@@ -5,15 +5,13 @@ instruction set into small modules (_simd_baseline, _simd_avx2, _simd_avx512); f
 picks one at import from what the CPU reports, so one binary runs on any x86-64 CPU and
 uses AVX2 or AVX-512 where present. No -march=native.
 
-Floating-point flags, the same for every path:
-  -ffp-contract=off  no a*b+c -> fma contraction, so every path rounds the same way and
-                     gives the same bits (IEEE sqrt and divide are exact everywhere);
-  -fno-math-errno    lets sqrt vectorise (errno is never read); results are unchanged.
+The flags are in fastadam/_flags.py (read here without importing the package).
 Set FASTADAM_DEBUG=1 to build with bounds checks and assertions on, to hunt a crash.
 """
 
 import os
 import platform
+import runpy
 
 import numpy as np
 from Cython.Build import cythonize
@@ -23,18 +21,11 @@ DEBUG = os.environ.get("FASTADAM_DEBUG", "") not in ("", "0")
 MACHINE = platform.machine().lower()
 X86_64 = MACHINE in ("x86_64", "amd64")
 
-COMMON = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-semantic-interposition"]
-if DEBUG:
-    COMMON = ["-O0", "-g", "-ffp-contract=off", "-fno-math-errno"]
-
-# name -> extra target flags. baseline is plain x86-64 (SSE2) or aarch64 (NEON).
-SIMD_TARGETS = {"baseline": []}
-if X86_64:
-    SIMD_TARGETS["avx2"] = ["-mavx2", "-mfma"]
-    SIMD_TARGETS["avx512"] = [
-        "-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw", "-mavx2", "-mfma",
-        "-mprefer-vector-width=512",
-    ]
+FLAGS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                     "fastadam", "_flags.py"))
+COMMON = FLAGS["DEBUG"] if DEBUG else FLAGS["COMMON"]
+SIMD_TARGETS = {name: flags for name, flags in FLAGS["SIMD_TARGETS"].items()
+                if X86_64 or name == "baseline"}
 
 DIRECTIVES = {
     "language_level": 3,
@@ -53,7 +44,7 @@ extensions = [
         "fastadam._core",
         ["fastadam/_core.pyx"],
         include_dirs=include_dirs,
-        define_macros=macros + [("FASTADAM_X86_64", int(X86_64))],
+        define_macros=macros,
         extra_compile_args=COMMON + ["-pthread"],
         extra_link_args=["-pthread"],
     )
@@ -70,9 +61,5 @@ for name, flags in SIMD_TARGETS.items():
     )
 
 setup(
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives=DIRECTIVES,
-        compile_time_env={"FASTADAM_X86_64": X86_64},
-    ),
+    ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES),
 )

@@ -9,15 +9,7 @@ from typing import Any, Dict
 import numpy as np
 
 from . import _core, __version__
-
-# The compile flags setup.py uses (kept in step with it; see its docstring for why).
-BUILD_FLAGS = {
-    "common": "-O3 -ffp-contract=off -fno-math-errno",
-    "baseline": "(none: x86-64 SSE2 / aarch64 NEON)",
-    "avx2": "-mavx2 -mfma",
-    "avx512": "-mavx512f -mavx512vl -mavx512dq -mavx512bw -mprefer-vector-width=512",
-}
-
+from ._flags import COMMON, SIMD_TARGETS
 
 def cpu_features() -> str:
     """The SIMD features the kernel dispatch looks at, as the CPU reports them."""
@@ -46,7 +38,9 @@ def config() -> Dict[str, Any]:
         "simd_paths_available": list(_core.available_simd_paths()),
         "simd_path": _core.get_simd_path(),
         "threads": _core.get_num_threads(),
-        "build_flags": dict(BUILD_FLAGS),
+        "build_flags": {"common": " ".join(COMMON),
+                        **{path: " ".join(SIMD_TARGETS[path]) or "(none: x86-64 SSE2 / "
+                           "aarch64 NEON)" for path in _core.available_simd_paths()}},
     }
 
 

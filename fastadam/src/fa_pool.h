@@ -38,7 +38,8 @@ static struct {
     int pending;
     fa_task_fn fn;
     void *ctx;
-    int nparts;
+    int nparts;                 /* parts of the job */
+    int nthreads;               /* threads taking part: worker k runs part k + 1 < nthreads */
     int quit;
     pthread_t threads[FA_POOL_MAX];
     unsigned long born[FA_POOL_MAX + 1];  /* the generation current when part k started */
@@ -57,7 +58,7 @@ static void *fa_pool_worker(void *arg) {
             pthread_cond_wait(&fa_pool.wake, &fa_pool.lock);
         if (fa_pool.quit) break;
         seen = fa_pool.generation;
-        if (part < fa_pool.nparts) {
+        if (part < fa_pool.nthreads) {
             fa_task_fn fn = fa_pool.fn;
             void *ctx = fa_pool.ctx;
             int nparts = fa_pool.nparts;
@@ -107,18 +108,20 @@ static int fa_pool_grow(int want) {
 static void fa_pool_run(fa_task_fn fn, void *ctx, int nparts) {
     int i;
     if (nparts > 1 && pthread_mutex_trylock(&fa_pool.busy) == 0) {
-        int have = fa_pool_grow(nparts);
-        if (have < nparts) nparts = have;
-        if (nparts > 1) {
+        int have = fa_pool_grow(nparts);   /* fewer if a thread could not be started */
+        int nthreads = have < nparts ? have : nparts;
+        if (nthreads > 1) {
             pthread_mutex_lock(&fa_pool.lock);
             fa_pool.fn = fn;
             fa_pool.ctx = ctx;
             fa_pool.nparts = nparts;
-            fa_pool.pending = nparts - 1;
+            fa_pool.nthreads = nthreads;
+            fa_pool.pending = nthreads - 1;
             fa_pool.generation++;
             pthread_cond_broadcast(&fa_pool.wake);
             pthread_mutex_unlock(&fa_pool.lock);
             fn(ctx, 0, nparts);
+            for (i = nthreads; i < nparts; i++) fn(ctx, i, nparts);  /* parts nobody took */
             /* The caller has nothing else to do until its job is done: spin a little before
                sleeping, which saves a wake-up (~10 us here) when the parts end together.
                Idle workers never spin. */
