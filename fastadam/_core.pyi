@@ -1,5 +1,5 @@
 # Type stubs for the compiled core (fastadam/_core.pyx and its .pxi parts).
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 from numpy.typing import NDArray
