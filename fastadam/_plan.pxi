@@ -38,7 +38,6 @@ cdef class Plan:
         """params: arrays; states: per tensor a 3-tuple of state arrays or None (laid out as
         in Seg); keys: the reprs used in messages ("0", "'w'"); state_names: 3 names."""
         cdef Py_ssize_t i, k, n = len(params), j32 = 0, j64
-        cdef Seg s
         cdef int dtype
         if not (len(states) == len(keys) == n and len(state_names) == 3):
             raise ValueError("Plan: params, states and keys must have the same length")
@@ -58,34 +57,38 @@ cdef class Plan:
             raise MemoryError()
         for k in range(3):
             self.has_state[k] = n > 0 and states[0][k] is not None
+        # Validate in tensor order, then lay the segments out float32 first.
+        cdef Seg* checked = <Seg*>malloc(max(n, 1) * sizeof(Seg))
+        if checked == NULL:
+            raise MemoryError()
         dtypes = []
-        for i in range(n):
-            st = states[i]
-            for k in range(3):
-                if (st[k] is not None) != self.has_state[k]:
-                    raise ValueError(f"Plan: {self.param_names[i]} lacks {state_names[k]}")
-            try:
-                dtype = _check_tensor(&s, 0, params[i], None, st[0], state_names[0],
-                                      st[1], state_names[1], st[2], state_names[2])
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"{self.param_names[i]}: {e}") from None
-            dtypes.append(dtype)
-        self.n32 = dtypes.count(F32)
-        j64 = self.n32
-        for i in range(n):
-            st = states[i]
-            if dtypes[i] == F32:
-                self.slot[i] = j32
-                j32 += 1
-            else:
-                self.slot[i] = j64
-                j64 += 1
-            _check_tensor(&self.segs[self.slot[i]], 0, params[i], None, st[0], "", st[1], "",
-                          st[2], "")
-            if dtypes[i] == F32:
-                self.total32 += self.segs[self.slot[i]].n
-            else:
-                self.total64 += self.segs[self.slot[i]].n
+        try:
+            for i in range(n):
+                st = states[i]
+                for k in range(3):
+                    if (st[k] is not None) != self.has_state[k]:
+                        raise ValueError(f"Plan: {self.param_names[i]} lacks {state_names[k]}")
+                try:
+                    dtype = _check_tensor(&checked[i], 0, params[i], None, st[0],
+                                          state_names[0], st[1], state_names[1], st[2],
+                                          state_names[2])
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f"{self.param_names[i]}: {e}") from None
+                dtypes.append(dtype)
+            self.n32 = dtypes.count(F32)
+            j64 = self.n32
+            for i in range(n):
+                if dtypes[i] == F32:
+                    self.slot[i] = j32
+                    j32 += 1
+                    self.total32 += checked[i].n
+                else:
+                    self.slot[i] = j64
+                    j64 += 1
+                    self.total64 += checked[i].n
+                self.segs[self.slot[i]] = checked[i]
+        finally:
+            free(checked)
         self.arrays = <PyObject**>malloc(max(4 * n, 1) * sizeof(PyObject*))
         if self.arrays == NULL:
             raise MemoryError()

@@ -117,6 +117,14 @@ def _torch_optimizer(opt: str, params):
     raise RuntimeError(f"no torch {opt}")
 
 
+def _torch_step(opt: str, params, grads) -> Callable[[], object]:
+    """torch's step for ``opt`` over copies of ``params`` with ``grads`` (shared memory)."""
+    tensors = [torch.from_numpy(q.copy()) for q in params]
+    for t, gr in zip(tensors, grads):
+        t.grad = torch.from_numpy(gr)
+    return _torch_optimizer(opt, tensors)[0].step
+
+
 def make_case(opt: str, dtype, n: int, rng: np.random.Generator, with_torch: bool
               ) -> Dict[str, Callable[[], object]]:
     """Callables for one row: fastadam, probe, reference, tuned (and torch)."""
@@ -143,10 +151,8 @@ def make_case(opt: str, dtype, n: int, rng: np.random.Generator, with_torch: boo
         fns["tuned"] = lambda: _tuned.adam_(p, g, s0, s1, tmp, step=10, **wd)
     fns["probe"] = lambda: _core.roofline_(pp, pg, ps0, ps1)
     if with_torch and torch is not None:
-        tp = torch.from_numpy(p.copy())
-        tp.grad = torch.from_numpy(g)
         try:
-            fns["torch"] = _torch_optimizer(opt, [tp])[0].step
+            fns["torch"] = _torch_step(opt, [p], [g])
         except RuntimeError:        # this torch has no such optimizer for this dtype
             pass
     return fns
@@ -230,9 +236,7 @@ def run_small(args, out) -> None:
         "reference.adam_": lambda: reference.adam_(p, g, s0, s1, step=10),
     }
     if with_torch:
-        tp = torch.from_numpy(p.copy())
-        tp.grad = torch.from_numpy(g)
-        fns["torch Adam(fused)"] = _torch_optimizer("adam", [tp])[0].step
+        fns["torch Adam(fused)"] = _torch_step("adam", [p], [g])
     t = side_by_side(fns, args.repeats, args.target)
     for k, v in t.items():
         out(f"  {k:<20} {v * 1e6:8.3f}")
@@ -261,10 +265,7 @@ def run_small(args, out) -> None:
            "fastadam packed": lambda: flat_opt.step([flat_g]),
            "reference loop": ref_loop, "tuned NumPy loop": tuned_loop}
     if with_torch:
-        tps = [torch.from_numpy(q.copy()) for q in params]
-        for tq, gr in zip(tps, grads):
-            tq.grad = torch.from_numpy(gr)
-        fns["torch Adam(fused)"] = _torch_optimizer("adam", tps)[0].step
+        fns["torch Adam(fused)"] = _torch_step("adam", params, grads)
     t = side_by_side(fns, args.repeats, args.target)
     base = t["fastadam Adam.step"]
     for k, v in t.items():
