@@ -14,7 +14,8 @@ from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcmp
 
 from fastadam._kernels cimport (
-    F32, F64, Hyper, K_ADAM, K_PROBE, K_RMSPROP, K_SGD, KernelTable, Seg, kernel_fn,
+    F32, F64, Hyper, K_ADAM, K_PROBE, K_RMSPROP, K_SGD, KernelTable, Seg, SUMSQ_LANES,
+    kernel_fn, sumsq_fn,
 )
 
 cnp.import_array()

@@ -208,3 +208,113 @@ cdef void _run(int kernel, int dtype, const Hyper* h, const Seg* segs, Py_ssize_
     job.per_part = (total + nparts - 1) // nparts
     job.per_part = (job.per_part + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
     fa_pool_run(_run_part, &job, nparts)
+
+
+# ---------------------------------------------------------------------------- gradient pre-pass
+
+# The pre-pass sums squares in fixed blocks of the concatenated grads of one dtype; threads
+# take whole blocks, and the blocks are added in order afterwards, so the norm has the same
+# bits whatever the thread count.
+cdef Py_ssize_t SUMSQ_BLOCK = 4096
+# A read-only pass does less per element than any kernel: threads pay off later.
+cdef Py_ssize_t SUMSQ_MIN_PER_THREAD = 1 << 16
+
+
+cdef inline Py_ssize_t _sumsq_nblocks(Py_ssize_t total) noexcept nogil:
+    return (total + SUMSQ_BLOCK - 1) // SUMSQ_BLOCK
+
+
+cdef struct SumsqJob:
+    sumsq_fn fn
+    const Seg* segs
+    Py_ssize_t nseg
+    Py_ssize_t total
+    Py_ssize_t nblocks
+    Py_ssize_t blocks_per_part
+    double* sums            # per block: its sum of squares
+
+
+cdef void _sumsq_part(void* ctx, int part, int nparts) noexcept nogil:
+    # Blocks [b, b_end) of the concatenation of all segments; a block may span segments.
+    cdef const SumsqJob* job = <const SumsqJob*>ctx
+    cdef Py_ssize_t b = part * job.blocks_per_part
+    cdef Py_ssize_t b_end = b + job.blocks_per_part
+    cdef Py_ssize_t lo, hi, block_end, start = 0, n, a, e, c, i
+    cdef double acc[SUMSQ_LANES]
+    cdef double total
+    cdef int k
+    if b_end > job.nblocks:
+        b_end = job.nblocks
+    if b >= b_end:
+        return
+    lo = b * SUMSQ_BLOCK
+    hi = b_end * SUMSQ_BLOCK if b_end * SUMSQ_BLOCK < job.total else job.total
+    block_end = lo + SUMSQ_BLOCK if lo + SUMSQ_BLOCK < hi else hi
+    for k in range(SUMSQ_LANES):
+        acc[k] = 0.0
+    for i in range(job.nseg):
+        n = job.segs[i].n
+        if start + n > lo:
+            a = lo - start if lo > start else 0
+            e = hi - start if hi - start < n else n
+            while a < e:
+                c = block_end - start if block_end - start < e else e
+                job.fn(job.segs[i].g, a, c, acc)
+                a = c
+                if start + a == block_end:
+                    # The block is complete: add its lanes in a fixed order.
+                    total = 0.0
+                    for k in range(SUMSQ_LANES):
+                        total = total + acc[k]
+                        acc[k] = 0.0
+                    job.sums[b] = total
+                    b += 1
+                    block_end = block_end + SUMSQ_BLOCK if block_end + SUMSQ_BLOCK < hi else hi
+        start += n
+        if start >= hi:
+            break
+
+
+cdef double _run_sumsq(int dtype, const Seg* segs, Py_ssize_t nseg, Py_ssize_t total,
+                       double* sums) noexcept nogil:
+    """The sum of the squares of every grad element (float64), the same bits at any thread
+    count; ``sums`` is scratch space for one double per SUMSQ_BLOCK elements."""
+    cdef SumsqJob job
+    cdef int nparts = _num_threads
+    cdef Py_ssize_t b, min_per = _min_override if _min_override else SUMSQ_MIN_PER_THREAD
+    cdef double sumsq = 0.0
+    if total == 0:
+        return 0.0
+    job.fn = _table.sumsq[dtype]
+    job.segs = segs
+    job.nseg = nseg
+    job.total = total
+    job.nblocks = _sumsq_nblocks(total)
+    job.sums = sums
+    if total // min_per < nparts:
+        nparts = <int>(total // min_per)
+    if nseg > 1 and total < nseg * MIN_AVG_SEGMENT:
+        nparts = 1
+    if nparts > job.nblocks:
+        nparts = <int>job.nblocks
+    if nparts <= 1:
+        job.blocks_per_part = job.nblocks
+        _sumsq_part(&job, 0, 1)
+    else:
+        job.blocks_per_part = (job.nblocks + nparts - 1) // nparts
+        fa_pool_run(_sumsq_part, &job, nparts)
+    for b in range(job.nblocks):
+        sumsq = sumsq + sums[b]
+    return sumsq
+
+
+cdef bint _any_nonfinite_f64(const Seg* segs, Py_ssize_t nseg) noexcept nogil:
+    # Only when a float64 sum of squares is not finite: an element, or an overflow?
+    cdef const double* g
+    cdef Py_ssize_t i, j
+    for i in range(nseg):
+        g = <const double*>segs[i].g
+        for j in range(segs[i].n):
+            if g[j] - g[j] != 0.0:      # NaN for NaN and +-inf, 0 for the rest
+                return True
+    return False

@@ -10,7 +10,9 @@ cdef struct Hyper:
     double lr
     double weight_decay      # L2 term added to the gradient (0 when decoupled)
     double decay             # p *= decay before the update: 1 - lr*wd for AdamW, else 1
-    double sign              # -1 for maximize, else 1 (exact either way)
+    double grad_mul          # every grad element is multiplied by this first: -1 for
+                             # maximize, else 1, times the clipping/unscaling factor of
+                             # an optimizer step (exactly +-1 when there is none)
     double beta1, one_minus_beta1, beta2, one_minus_beta2
     double step_size         # lr / bc1
     double inv_sqrt_bc2      # 1 / sqrt(bc2)
@@ -47,5 +49,15 @@ cdef enum:
     K_PROBE = 3
     N_KERNELS = 4
 
+# The gradient pre-pass (fastadam/src/fa_sumsq.h): adds the squares of g[lo:hi], in
+# float64, into acc[0:32], lane by lane: lane k takes the elements lo+k, lo+k+32, ...
+# The fixed lanes give the same bits on every SIMD path; the caller fixes the blocks, so
+# the thread count does not change them either.
+ctypedef void (*sumsq_fn)(const void* g, Py_ssize_t lo, Py_ssize_t hi, double* acc) noexcept nogil
+
+cdef enum:
+    SUMSQ_LANES = 32
+
 cdef struct KernelTable:
     kernel_fn fn[4][2]       # [kernel][dtype]
+    sumsq_fn sumsq[2]        # [dtype]

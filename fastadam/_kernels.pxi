@@ -29,14 +29,14 @@ cdef inline real _sqrt(real x) noexcept nogil:
 
 cdef inline void _sgd(const Hyper* h, real* p, const real* g, real* buf,
                       Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef real lr = <real>h.lr, wd = <real>h.weight_decay, sign = <real>h.sign
+    cdef real lr = <real>h.lr, wd = <real>h.weight_decay, gmul = <real>h.grad_mul
     cdef real mom = <real>h.momentum, omd = <real>h.one_minus_dampening
     cdef bint l2 = h.l2, use_mom = h.use_momentum, first = h.first_step, nesterov = h.nesterov
     cdef real gi, pi, b
     cdef Py_ssize_t i
     for i in range(lo, hi):
         pi = p[i]
-        gi = sign * g[i]
+        gi = gmul * g[i]
         if l2:
             gi = gi + wd * pi
         if use_mom:
@@ -55,7 +55,7 @@ cdef inline void _sgd(const Hyper* h, real* p, const real* g, real* buf,
 cdef inline void _rmsprop_loop(const Hyper* h, real* p, const real* g, real* sq, real* buf,
                                real* gavg, Py_ssize_t lo, Py_ssize_t hi, const bint centered,
                                const bint use_mom) noexcept nogil:
-    cdef real lr = <real>h.lr, wd = <real>h.weight_decay, sign = <real>h.sign
+    cdef real lr = <real>h.lr, wd = <real>h.weight_decay, gmul = <real>h.grad_mul
     cdef real alpha = <real>h.alpha, oma = <real>h.one_minus_alpha, eps = <real>h.eps
     cdef real mom = <real>h.momentum
     cdef bint l2 = h.l2
@@ -63,7 +63,7 @@ cdef inline void _rmsprop_loop(const Hyper* h, real* p, const real* g, real* sq,
     cdef Py_ssize_t i
     for i in range(lo, hi):
         pi = p[i]
-        gi = sign * g[i]
+        gi = gmul * g[i]
         if l2:
             gi = gi + wd * pi
         s = alpha * sq[i] + oma * gi * gi
@@ -99,7 +99,7 @@ cdef inline void _rmsprop(const Hyper* h, real* p, const real* g, real* sq, real
 
 cdef inline void _adam(const Hyper* h, real* p, const real* g, real* m, real* v, real* vmax,
                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    cdef real wd = <real>h.weight_decay, sign = <real>h.sign, decay = <real>h.decay
+    cdef real wd = <real>h.weight_decay, gmul = <real>h.grad_mul, decay = <real>h.decay
     cdef real b1 = <real>h.beta1, omb1 = <real>h.one_minus_beta1
     cdef real b2 = <real>h.beta2, omb2 = <real>h.one_minus_beta2
     cdef real step_size = <real>h.step_size, inv_sqrt_bc2 = <real>h.inv_sqrt_bc2
@@ -109,7 +109,7 @@ cdef inline void _adam(const Hyper* h, real* p, const real* g, real* m, real* v,
     cdef Py_ssize_t i
     for i in range(lo, hi):
         pi = p[i]
-        gi = sign * g[i]
+        gi = gmul * g[i]
         if l2:
             gi = gi + wd * pi
         pi = pi * decay
@@ -139,6 +139,12 @@ cdef inline void _probe(const Hyper* h, real* p, const real* g, real* m, real* v
         v[i] = v[i] + gi
 
 
+cdef extern from "fa_sumsq.h":
+    # The pre-pass (see _kernels.pxd); in C for GCC/Clang vector extensions.
+    void fa_sumsq_f32(const void* g, Py_ssize_t lo, Py_ssize_t hi, double* acc) noexcept nogil
+    void fa_sumsq_f64(const void* g, Py_ssize_t lo, Py_ssize_t hi, double* acc) noexcept nogil
+
+
 # Uniform entry points for the table: cast the segment's pointers to the dtype.
 cdef void sgd_f32(const Hyper* h, const Seg* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     _sgd(h, <float*>s.p, <const float*>s.g, <float*>s.s0, lo, hi)
@@ -166,7 +172,6 @@ cdef void probe_f32(const Hyper* h, const Seg* s, Py_ssize_t lo, Py_ssize_t hi) 
 cdef void probe_f64(const Hyper* h, const Seg* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     _probe(h, <double*>s.p, <const double*>s.g, <double*>s.s0, <double*>s.s1, lo, hi)
 
-
 cdef KernelTable _TABLE
 _TABLE.fn[K_SGD][F32] = sgd_f32
 _TABLE.fn[K_SGD][F64] = sgd_f64
@@ -176,6 +181,8 @@ _TABLE.fn[K_ADAM][F32] = adam_f32
 _TABLE.fn[K_ADAM][F64] = adam_f64
 _TABLE.fn[K_PROBE][F32] = probe_f32
 _TABLE.fn[K_PROBE][F64] = probe_f64
+_TABLE.sumsq[F32] = fa_sumsq_f32
+_TABLE.sumsq[F64] = fa_sumsq_f64
 
 
 def table():

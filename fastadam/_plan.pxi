@@ -4,6 +4,11 @@
 # checked then (the states are the optimizer's own); each step re-checks cheaply that every
 # param is still where it was and writable, and fully checks each new grad, including that
 # it shares no memory with any param or state (a binary search in the sorted byte ranges).
+#
+# A step may first read every grad once (the pre-pass, _run_sumsq): the global squared norm
+# in float64 and whether any element is NaN or inf. The update pass then multiplies every
+# grad element by one combined factor (maximize sign, clipping, loss-scale), so clipping and
+# unscaling cost one extra read of the grads, not torch's separate passes.
 
 # Pass as ``grads`` to a plan's step methods to validate the hyperparameters only.
 CHECK_ONLY = object()
@@ -33,6 +38,10 @@ cdef class Plan:
     cdef Py_ssize_t n32, total32, total64
     cdef Range* written         # byte ranges of every param and state, sorted, disjoint
     cdef Py_ssize_t nwritten
+    cdef double* blocks         # pre-pass scratch: one partial sum per block
+    cdef Py_ssize_t nb32
+    cdef bint busy              # a step is running (its GIL-free part may be in flight)
+    cdef readonly double grad_norm  # the last pre-pass's 2-norm of the unscaled grads
 
     def __cinit__(self, int kernel, list params, list states, list keys, tuple state_names):
         """params: arrays; states: per tensor a 3-tuple of state arrays or None (laid out as
@@ -98,12 +107,19 @@ cdef class Plan:
                 st = states[i][k]
                 self.arrays[4 * i + 1 + k] = <PyObject*>st if st is not None else NULL
         self._index_written()
+        self.nb32 = _sumsq_nblocks(self.total32)
+        self.blocks = <double*>malloc(
+            max(self.nb32 + _sumsq_nblocks(self.total64), 1) * sizeof(double))
+        if self.blocks == NULL:
+            raise MemoryError()
+        self.grad_norm = float("nan")
 
     def __dealloc__(self):
         free(self.segs)
         free(self.slot)
         free(self.written)
         free(self.arrays)
+        free(self.blocks)
 
     cdef int _index_written(self) except -1:
         # Sort the byte ranges of everything the kernels write; they must not overlap
@@ -209,41 +225,109 @@ cdef class Plan:
                              f"optimizer was built without it")
         return 0
 
-    cdef int _go(self, int kernel, object grads, const Hyper* h) except -1:
+    cdef bint _prepass(self) noexcept nogil:
+        """Set grad_norm from every grad; return whether any element is NaN or inf."""
+        cdef double s32 = 0.0, s64 = 0.0
+        cdef Py_ssize_t n64 = self.ntensors - self.n32
+        if self.n32:
+            s32 = _run_sumsq(F32, self.segs, self.n32, self.total32, self.blocks)
+        if n64:
+            s64 = _run_sumsq(F64, self.segs + self.n32, n64, self.total64,
+                             self.blocks + self.nb32)
+        self.grad_norm = sqrt(s32 + s64)
+        # A float32 square never overflows a double: a non-finite s32 means a NaN or inf.
+        return not isfinite(s32) or (not isfinite(s64) and
+                                     _any_nonfinite_f64(self.segs + self.n32, n64))
+
+    cdef str _first_nonfinite(self, object grads):
+        # Only on the error path: find it again with NumPy, in tensor order.
+        for i in range(self.ntensors):
+            g = grads[i]
+            bad = ~np.isfinite(g.reshape(-1))
+            if bad.any():
+                k = int(np.argmax(bad))
+                where = np.unravel_index(k, g.shape) if g.ndim else ()
+                return (f"Non-finite gradient: {self.grad_names[i]} has {g.reshape(-1)[k]} at "
+                        f"index {tuple(int(j) for j in where)}; no param or state was changed")
+        return "Non-finite gradient"    # unreachable: the pre-pass found one
+
+    cdef object _go(self, int kernel, object grads, Hyper* h, const GradPolicy* pol):
+        """Bind and check the grads, run the pre-pass if the policy needs it, then the update.
+
+        Returns False when the step was skipped (nonfinite="skip"), True when applied."""
+        cdef bint bad, prepass = pol.nonfinite != NONFINITE_PROPAGATE or pol.max_norm > 0.0
+        cdef double norm, coef, factor = 1.0
         if kernel != self.kernel:
             raise ValueError("Plan: built for another optimizer")
         if grads is CHECK_ONLY:
-            return 0
-        self._bind(grads)
-        with nogil:
-            if self.n32:
-                _run(kernel, F32, h, self.segs, self.n32, self.total32)
-            if self.ntensors > self.n32:
-                _run(kernel, F64, h, self.segs + self.n32, self.ntensors - self.n32,
-                     self.total64)
-        return 0
+            return True
+        # The kernels run without the GIL: a second thread must not rebind the grads
+        # of a step in flight. (The optimizer classes hold a lock, so they never get here.)
+        if self.busy:
+            raise RuntimeError("Invalid call: this optimizer is already stepping in another "
+                               "thread; steps of one optimizer must not overlap")
+        self.busy = True
+        try:
+            self._bind(grads)
+            self.grad_norm = float("nan")
+            if prepass:
+                with nogil:
+                    bad = self._prepass()
+                if bad and pol.nonfinite == NONFINITE_SKIP:
+                    return False
+                if bad and pol.nonfinite == NONFINITE_RAISE:
+                    raise FloatingPointError(self._first_nonfinite(grads))
+                norm = self.grad_norm / pol.scale
+                self.grad_norm = norm
+                if pol.max_norm > 0.0:
+                    # torch.nn.utils.clip_grad_norm_: min(1, max_norm / (norm + 1e-6)), with
+                    # a NaN norm propagating (as torch's clamp does)
+                    coef = pol.max_norm / (norm + 1e-6)
+                    factor = 1.0 if coef >= 1.0 else coef
+            h.grad_mul = h.grad_mul * (factor / pol.scale)
+            with nogil:
+                if self.n32:
+                    _run(kernel, F32, h, self.segs, self.n32, self.total32)
+                if self.ntensors > self.n32:
+                    _run(kernel, F64, h, self.segs + self.n32, self.ntensors - self.n32,
+                         self.total64)
+            return True
+        finally:
+            self.busy = False
+
+    # Each step method validates its hyperparameters and gradient policy (nonfinite,
+    # max_grad_norm, grad_scale: see _grad_policy), then runs _go. ``grads=CHECK_ONLY``
+    # validates only. Returns True when the update was applied, False when skipped.
 
     def sgd(self, grads, lr, momentum, dampening, nesterov, weight_decay, maximize,
-            bint first_step):
-        """One SGD step over every tensor (``grads=CHECK_ONLY``: only validate)."""
+            bint first_step, nonfinite="propagate", max_grad_norm=None, grad_scale=None):
+        """One SGD step over every tensor."""
         cdef Hyper h
+        cdef GradPolicy pol
         _sgd_hyper(&h, lr, momentum, dampening, nesterov, weight_decay, maximize, first_step)
+        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
         self._need(0, h.use_momentum, "momentum != 0")
-        self._go(K_SGD, grads, &h)
+        return self._go(K_SGD, grads, &h, &pol)
 
-    def rmsprop(self, grads, lr, alpha, eps, weight_decay, momentum, centered, maximize):
-        """One RMSprop step over every tensor (``grads=CHECK_ONLY``: only validate)."""
+    def rmsprop(self, grads, lr, alpha, eps, weight_decay, momentum, centered, maximize,
+                nonfinite="propagate", max_grad_norm=None, grad_scale=None):
+        """One RMSprop step over every tensor."""
         cdef Hyper h
+        cdef GradPolicy pol
         _rmsprop_hyper(&h, lr, alpha, eps, weight_decay, momentum, centered, maximize)
+        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
         self._need(1, h.use_momentum, "momentum != 0")
         self._need(2, h.centered, "centered=True")
-        self._go(K_RMSPROP, grads, &h)
+        return self._go(K_RMSPROP, grads, &h, &pol)
 
     def adam(self, grads, step, lr, betas, eps, weight_decay, amsgrad, maximize,
-             bias_correction, bint decoupled):
-        """One Adam/AdamW step over every tensor (``grads=CHECK_ONLY``: only validate)."""
+             bias_correction, bint decoupled, nonfinite="propagate", max_grad_norm=None,
+             grad_scale=None):
+        """One Adam/AdamW step over every tensor."""
         cdef Hyper h
+        cdef GradPolicy pol
         _adam_hyper(&h, step, lr, betas, eps, weight_decay, amsgrad, maximize,
                     bias_correction, decoupled)
+        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
         self._need(2, h.amsgrad, "amsgrad=True")
-        self._go(K_ADAM, grads, &h)
+        return self._go(K_ADAM, grads, &h, &pol)

@@ -167,7 +167,7 @@ cdef Py_ssize_t _step(object x) except -1:
 
 cdef void _common(Hyper* h, double lr, double wd, bint maximize, bint decoupled) noexcept:
     h.lr = lr
-    h.sign = -1.0 if maximize else 1.0
+    h.grad_mul = -1.0 if maximize else 1.0
     h.l2 = wd != 0.0 and not decoupled
     h.weight_decay = wd if h.l2 else 0.0
     h.decay = 1.0 - lr * wd if decoupled else 1.0
@@ -230,4 +230,35 @@ cdef int _adam_hyper(Hyper* h, object step, object lr, object betas, object eps,
     h.inv_sqrt_bc2 = 1.0 / sqrt(bc2)
     h.eps = _positive(eps, "eps")
     h.amsgrad = _flag(amsgrad, "amsgrad")
+    return 0
+
+
+# ---------------------------------------------------------------------------- gradient policy
+# What an optimizer step does with its gradients before the update (fastadam/_plan.pxi).
+
+cdef enum:
+    NONFINITE_PROPAGATE = 0     # no check: NaN and inf flow into the update, as in torch
+    NONFINITE_SKIP = 1          # any NaN/inf grad element: change nothing, report False
+    NONFINITE_RAISE = 2         # any NaN/inf grad element: change nothing, FloatingPointError
+
+NONFINITE_MODES = ("propagate", "skip", "raise")
+
+
+cdef struct GradPolicy:
+    int nonfinite
+    double max_norm             # global 2-norm clipping threshold; 0: no clipping
+    double scale                # the loss scale the grads are divided by; 1: none
+
+
+cdef int _grad_policy(GradPolicy* pol, object nonfinite, object max_grad_norm,
+                      object grad_scale) except -1:
+    if type(nonfinite) is not str:
+        raise TypeError(f"Invalid nonfinite: expected one of {NONFINITE_MODES}, got "
+                        f"{type(nonfinite).__name__}")
+    if nonfinite not in NONFINITE_MODES:
+        raise ValueError(f"Invalid nonfinite: {nonfinite!r} (expected one of "
+                         f"{NONFINITE_MODES})")
+    pol.nonfinite = NONFINITE_MODES.index(nonfinite)
+    pol.max_norm = 0.0 if max_grad_norm is None else _positive(max_grad_norm, "max_grad_norm")
+    pol.scale = 1.0 if grad_scale is None else _positive(grad_scale, "grad_scale")
     return 0

@@ -4,11 +4,27 @@ Each holds its params, its state arrays (allocated when it is built) and one gro
 hyperparameters, and steps every tensor in one native call through a :class:`_core.Plan`
 made when it is built. Hyperparameters live in ``opt.param_groups[0]`` (as in torch) and may
 be changed between steps; they are validated at every step.
+
+Every optimizer also takes a gradient policy, applied inside the step:
+
+- ``nonfinite="propagate" | "skip" | "raise"``: what a NaN or infinite gradient element
+  does. ``"propagate"`` (the default, as torch) lets it flow into the update. ``"skip"``
+  changes nothing, does not count the step, and makes :meth:`Optimizer.step` return False;
+  ``"raise"`` changes nothing and raises FloatingPointError naming the array and index.
+- ``max_grad_norm``: clip by the global 2-norm of all gradients, torch's
+  ``clip_grad_norm_`` rule: ``g *= min(1, max_grad_norm / (norm + 1e-6))``.
+- ``step(grads, grad_scale=s)``: the gradients are divided by ``s`` first (a loss
+  scaler's unscale); the norm is that of the unscaled gradients.
+
+The gradients themselves are never modified. With a check or clipping, the step reads every
+gradient once more before the update (one read-only pass that computes the float64 norm and
+finds NaN and inf together); the update then multiplies by one combined factor.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
@@ -46,6 +62,10 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = [dict(defaults, params=arrays)]
         self._step_count = 0
+        self._grad_norm: Union[float, None] = None
+        # Serialises step, state_dict and load_state_dict across Python threads: the
+        # kernels run without the GIL, and one step must never interleave with another.
+        self._lock = threading.Lock()
         wanted = self._wanted_slots(self.defaults)
         self.state: Dict[Any, Dict[str, Any]] = {
             key: {name: np.zeros(p.shape, p.dtype)
@@ -56,14 +76,20 @@ class Optimizer:
             self._kernel, arrays,
             [tuple(self.state[k].get(name) for name in self._slots) for k in self._keys],
             [repr(k) for k in self._keys], self._slots)
-        self._call(_core.CHECK_ONLY, 1)  # validate the hyperparameters now, as torch.optim does
+        self._call(_core.CHECK_ONLY, 1, None)  # validate the hyperparameters now, as torch
 
     # -- subclass hooks ------------------------------------------------------------------
     def _wanted_slots(self, group: Mapping[str, Any]) -> Tuple[bool, bool, bool]:
         raise NotImplementedError
 
-    def _call(self, grads, step: int) -> None:
+    def _call(self, grads, step: int, grad_scale) -> bool:
+        """Run the plan's step with the group's hyperparameters; True if applied."""
         raise NotImplementedError
+
+    @staticmethod
+    def _policy(group: Mapping[str, Any], grad_scale) -> Dict[str, Any]:
+        return dict(nonfinite=group["nonfinite"], max_grad_norm=group["max_grad_norm"],
+                    grad_scale=grad_scale)
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -71,10 +97,20 @@ class Optimizer:
         """How many steps this optimizer has taken."""
         return self._step_count
 
-    def step(self, grads: Params) -> None:
+    @property
+    def grad_norm(self) -> Union[float, None]:
+        """The 2-norm of the last step's unscaled gradients, before clipping (None unless a
+        ``nonfinite`` check or ``max_grad_norm`` made the step compute it; NaN or inf
+        when a gradient was)."""
+        return self._grad_norm
+
+    def step(self, grads: Params, grad_scale: Union[float, None] = None) -> bool:
         """Update every param in place from ``grads`` (same structure as the params).
 
-        Every grad, param and hyperparameter is validated before any array is written.
+        ``grad_scale``: divide the gradients by this first (the loss scale of mixed
+        precision training). Every grad, param and hyperparameter is validated before any
+        array is written. Returns True when the update was applied, False when
+        ``nonfinite="skip"`` skipped it (then nothing changed and the step is not counted).
         """
         if self._is_dict:
             if not isinstance(grads, Mapping):
@@ -86,12 +122,22 @@ class Optimizer:
                 raise ValueError(f"Invalid grads: keys differ from the params' "
                                  f"(missing {missing}, unexpected {extra})")
             grads = [grads[k] for k in self._keys]
-        self._call(grads, self._step_count + 1)
-        self._step_count += 1
+        with self._lock:
+            applied = self._call(grads, self._step_count + 1, grad_scale)
+            group = self.param_groups[0]
+            computed = group["nonfinite"] != "propagate" or group["max_grad_norm"] is not None
+            self._grad_norm = self._plan.grad_norm if computed else None
+            if applied:
+                self._step_count += 1
+        return applied
 
     def state_dict(self) -> Dict[str, Any]:
         """A copy of the state: ``{'state': {key: {'step': int, name: ndarray}},
         'param_groups': [{hyperparameters..., 'params': [keys]}]}``."""
+        with self._lock:
+            return self._state_dict()
+
+    def _state_dict(self) -> Dict[str, Any]:
         group = copy.deepcopy({k: v for k, v in self.param_groups[0].items()
                                if k != "params"})
         group["params"] = list(self._keys)
@@ -103,7 +149,15 @@ class Optimizer:
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict`. Everything is checked before anything is copied."""
+        """Restore a :meth:`state_dict`.
+
+        Atomic: the keys, every array's dtype and shape, the steps and every hyperparameter
+        are checked before anything changes; a rejected state leaves the optimizer exactly
+        as it was."""
+        with self._lock:
+            self._load_state_dict(state_dict)
+
+    def _load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         if not isinstance(state_dict, Mapping) or set(state_dict) != {"state", "param_groups"}:
             raise ValueError("Invalid state_dict: expected a dict with 'state' and "
                              "'param_groups'")
@@ -141,7 +195,7 @@ class Optimizer:
         saved = self.param_groups[0]
         self.param_groups[0] = dict(group, params=saved["params"])
         try:
-            self._call(_core.CHECK_ONLY, 1)
+            self._call(_core.CHECK_ONLY, 1, None)
         except (TypeError, ValueError):
             self.param_groups[0] = saved
             raise
@@ -165,18 +219,21 @@ class SGD(Optimizer):
 
     def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-                 *, maximize: bool = False):
+                 *, maximize: bool = False, nonfinite: str = "propagate",
+                 max_grad_norm: Union[float, None] = None):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize))
+                                      maximize=maximize, nonfinite=nonfinite,
+                                      max_grad_norm=max_grad_norm))
 
     def _wanted_slots(self, group):
         return (group["momentum"] != 0, False, False)
 
-    def _call(self, grads, step):
+    def _call(self, grads, step, grad_scale):
         h = self.param_groups[0]
-        self._plan.sgd(grads, h["lr"], h["momentum"], h["dampening"], h["nesterov"],
-                       h["weight_decay"], h["maximize"], step == 1)
+        return self._plan.sgd(grads, h["lr"], h["momentum"], h["dampening"], h["nesterov"],
+                              h["weight_decay"], h["maximize"], step == 1,
+                              **self._policy(h, grad_scale))
 
 
 class RMSprop(Optimizer):
@@ -188,18 +245,21 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False, *, maximize: bool = False):
+                 centered: bool = False, *, maximize: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered,
-                                      maximize=maximize))
+                                      maximize=maximize, nonfinite=nonfinite,
+                                      max_grad_norm=max_grad_norm))
 
     def _wanted_slots(self, group):
         return (True, group["momentum"] != 0, bool(group["centered"]))
 
-    def _call(self, grads, step):
+    def _call(self, grads, step, grad_scale):
         h = self.param_groups[0]
-        self._plan.rmsprop(grads, h["lr"], h["alpha"], h["eps"], h["weight_decay"],
-                           h["momentum"], h["centered"], h["maximize"])
+        return self._plan.rmsprop(grads, h["lr"], h["alpha"], h["eps"], h["weight_decay"],
+                                  h["momentum"], h["centered"], h["maximize"],
+                                  **self._policy(h, grad_scale))
 
 
 class Adam(Optimizer):
@@ -212,20 +272,23 @@ class Adam(Optimizer):
     def __init__(self, params: Params, lr: float = 1e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 bias_correction: bool = True, decoupled_weight_decay: bool = False):
+                 bias_correction: bool = True, decoupled_weight_decay: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       bias_correction=bias_correction,
-                                      decoupled_weight_decay=decoupled_weight_decay))
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      nonfinite=nonfinite, max_grad_norm=max_grad_norm))
 
     def _wanted_slots(self, group):
         return (True, True, bool(group["amsgrad"]))
 
-    def _call(self, grads, step):
+    def _call(self, grads, step, grad_scale):
         h = self.param_groups[0]
-        self._plan.adam(grads, step, h["lr"], h["betas"], h["eps"], h["weight_decay"],
-                        h["amsgrad"], h["maximize"], h["bias_correction"],
-                        h["decoupled_weight_decay"])
+        return self._plan.adam(grads, step, h["lr"], h["betas"], h["eps"], h["weight_decay"],
+                               h["amsgrad"], h["maximize"], h["bias_correction"],
+                               h.get("decoupled_weight_decay", True),
+                               **self._policy(h, grad_scale))
 
 
 class AdamW(Adam):
@@ -234,13 +297,12 @@ class AdamW(Adam):
     def __init__(self, params: Params, lr: float = 1e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 maximize: bool = False, bias_correction: bool = True):
+                 maximize: bool = False, bias_correction: bool = True,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         bias_correction=bias_correction, decoupled_weight_decay=True)
+                         bias_correction=bias_correction, decoupled_weight_decay=True,
+                         nonfinite=nonfinite, max_grad_norm=max_grad_norm)
+        # AdamW's weight decay is always decoupled: not a hyperparameter of its group
+        # (Adam._call reads True when the key is absent).
         del self.defaults["decoupled_weight_decay"]
         del self.param_groups[0]["decoupled_weight_decay"]
-
-    def _call(self, grads, step):
-        h = self.param_groups[0]
-        self._plan.adam(grads, step, h["lr"], h["betas"], h["eps"], h["weight_decay"],
-                        h["amsgrad"], h["maximize"], h["bias_correction"], True)

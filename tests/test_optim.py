@@ -2,6 +2,7 @@
 functions applied per param with hand-tracked state."""
 
 import copy
+import math
 import os
 import tracemalloc
 
@@ -25,6 +26,10 @@ TORCH_DEFAULTS = {
     AdamW: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
                 maximize=False, bias_correction=True),
 }
+# fastadam's own options, in every optimizer's group (the gradient policy, not torch's)
+POLICY_DEFAULTS = dict(nonfinite="propagate", max_grad_norm=None)
+for _cls in TORCH_DEFAULTS:
+    TORCH_DEFAULTS[_cls] = dict(TORCH_DEFAULTS[_cls], **POLICY_DEFAULTS)
 CLASSES = (SGD, RMSprop, Adam, AdamW)
 
 # Per class: the defaults and configurations that switch on every state and option.
@@ -75,9 +80,26 @@ class RefOptimizer:
         self.states = [{n: np.zeros_like(a) for n in names} for a in arrays]
         self.t = 0
 
-    def step(self, grads):
+    def step(self, grads, grad_scale=None):
+        """One step; False (nothing changed) when nonfinite="skip" meets a NaN or inf."""
+        h = dict(self.hyper)
+        nonfinite, max_norm = h.pop("nonfinite"), h.pop("max_grad_norm")
+        if nonfinite != "propagate" and not all(np.isfinite(g).all() for g in grads):
+            if nonfinite == "skip":
+                return False
+            raise FloatingPointError("non-finite gradient")
+        # torch: unscale (g / scale), then clip_grad_norm_ on the unscaled grads
+        factor = 1.0 / grad_scale if grad_scale is not None else 1.0
+        if max_norm is not None:
+            norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
+            norm *= factor
+            coef = max_norm / (norm + 1e-6)
+            factor *= coef if not coef >= 1.0 else 1.0
+        if factor != 1.0:
+            # As the kernels do: one multiplier, rounded to the grad's dtype
+            grads = [np.asarray(g * g.dtype.type(factor)) for g in grads]
         self.t += 1
-        h, t = self.hyper, self.t
+        t = self.t
         for p, g, st in zip(self.params, grads, self.states):
             if self.cls is SGD:
                 reference.sgd_(p, g, momentum_buffer=st.get("momentum_buffer"), step=t, **h)
@@ -88,6 +110,7 @@ class RefOptimizer:
                 fn = reference.adam_ if self.cls is Adam else reference.adamw_
                 fn(p, g, st["exp_avg"], st["exp_avg_sq"], step=t,
                    max_exp_avg_sq=st.get("max_exp_avg_sq"), **h)
+        return True
 
 
 def make_arrays(rng, specs=SPECS):
@@ -161,7 +184,7 @@ def test_matches_reference(cls, hyper, kind):
     assert all(a is b for a, b in zip(opt.param_groups[0]["params"], arrays))
     for t in range(1, 51):
         grads = [rand(rng, a.shape, a.dtype) for a in arrays]
-        assert opt.step(structure(grads, kind)) is None
+        assert opt.step(structure(grads, kind)) is True
         ref.step(grads)
         assert opt.step_count == t
         if t in (1, 2, 50):
@@ -367,6 +390,11 @@ BAD_STATE_DICTS = {
     "negative lr": _set(G + ("lr",), -1.0),
     "beta of 1": _set(G + ("betas",), (0.9, 1.0)),
     "zero eps": _set(G + ("eps",), 0.0),
+    "unknown nonfinite policy": _set(G + ("nonfinite",), "ignore"),
+    "nonfinite not a str": _set(G + ("nonfinite",), 1),
+    "negative max_grad_norm": _set(G + ("max_grad_norm",), -1.0),
+    "NaN max_grad_norm": _set(G + ("max_grad_norm",), float("nan")),
+    "missing max_grad_norm": _delete(G + ("max_grad_norm",)),
     "params reordered": _set(G + ("params",), ["b", "a"]),
     "params missing": _delete(G + ("params",)),
 }
