@@ -16,7 +16,9 @@ pytest.importorskip("pytest_benchmark")
 
 import fastadam  # noqa: E402  (bench/conftest.py has chosen which one)
 from fastadam import _core, _tuned, reference  # noqa: E402
-from fastadam.bench import OPTIMIZERS, STREAMS, _arrays, _torch_optimizer, make_case  # noqa: E402
+from fastadam.bench import (  # noqa: E402
+    OPTIMIZERS, STREAMS, _arrays, _torch_optimizer, make_case, make_guarded_case,
+)
 
 from .conftest import LARGE, torch  # noqa: E402
 
@@ -155,6 +157,27 @@ def test_many_tensors(measure, many, impl):
         fn = opt.step
     measure(fn, f"many-tensors float32 {COUNT}x{SIZE}", impl,
             nbytes=STREAMS["adam"] * COUNT * SIZE * 4, count=COUNT, size=SIZE)
+
+
+# --------------------------------------------------------------------- gradient policy
+
+GUARDED_N = 1_000_000
+GUARDED = ("plain", "skip", "clip", "torch")
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    return make_guarded_case(GUARDED_N, np.random.default_rng(4), torch is not None)
+
+
+@pytest.mark.parametrize("impl", GUARDED)
+def test_gradient_policy(measure, guarded, impl):
+    """Adam.step at 1e6 float32 elements: plain; nonfinite="skip" (the pre-pass); skip with
+    max_grad_norm and grad_scale; torch's unscale_ + clip_grad_norm_ + fused Adam."""
+    _needs_torch(impl)
+    streams = {"plain": 7, "skip": 8, "clip": 8, "torch": 12}[impl]
+    measure(guarded[impl], f"gradient policy float32 n={GUARDED_N}", impl,
+            nbytes=streams * GUARDED_N * 4, streams=streams)
 
 
 # ----------------------------------------------------------------------------- threads
