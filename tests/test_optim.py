@@ -671,8 +671,9 @@ def _steppers():
     for cls in CLASSES:
         params = [rand(rng, 10, f32), rand(rng, (3, 3), f64)]
         grads = [rand(rng, 10, f32) * 1e-3, rand(rng, (3, 3), f64) * 1e-3]
-        opt = cls(params, **RICH[cls])
-        out.append((cls.__name__, lambda opt=opt, grads=grads: opt.step(grads)))
+        # with the gradient pre-pass: a check, clipping and a loss scale
+        opt = cls(params, **RICH[cls], nonfinite="skip", max_grad_norm=1.0)
+        out.append((cls.__name__, lambda opt=opt, grads=grads: opt.step(grads, grad_scale=2.0)))
     p, g, m, v, vm = (rand(rng, 10, f64) for _ in range(5))
     g *= 1e-3
     out.append(("adam_", lambda: fastadam.adam_(p, g, m, v, step=7, amsgrad=True,
