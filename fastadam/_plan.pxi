@@ -240,15 +240,17 @@ cdef class Plan:
                                      _any_nonfinite_f64(self.segs + self.n32, n64))
 
     cdef str _first_nonfinite(self, object grads):
-        # Only on the error path: find it again with NumPy, in tensor order.
+        # Only on the error path: find it again with NumPy, in tensor order. (asarray: a
+        # subclass's own methods, np.matrix's say, play no part.)
         for i in range(self.ntensors):
-            g = grads[i]
-            bad = ~np.isfinite(g.reshape(-1))
+            g = np.asarray(grads[i])
+            flat = g.reshape(-1)
+            bad = ~np.isfinite(flat)
             if bad.any():
                 k = int(np.argmax(bad))
-                where = np.unravel_index(k, g.shape) if g.ndim else ()
-                return (f"Non-finite gradient: {self.grad_names[i]} has {g.reshape(-1)[k]} at "
-                        f"index {tuple(int(j) for j in where)}; no param or state was changed")
+                where = tuple(int(j) for j in np.unravel_index(k, g.shape))
+                return (f"Non-finite gradient: {self.grad_names[i]} has {flat[k]} at index "
+                        f"{where}; no param or state was changed")
         return "Non-finite gradient"    # unreachable: the pre-pass found one
 
     cdef object _go(self, int kernel, object grads, Hyper* h, const GradPolicy* pol):
