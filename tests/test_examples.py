@@ -2,8 +2,9 @@
 
 The article's two examples: their "reaching" settings really reach the minimum / the fit,
 with fastadam agreeing with the article's own code. The optimizer comparison: its figures
-are written and its races end as the README describes. The comparison script
-needs the ``examples`` extra (matplotlib) to run.
+are written and its races end as the README describes. The digits MLP: its backward pass is
+the gradient, and it reaches the test accuracy it promises with fastadam and the reference.
+The last two need the ``examples`` extra (matplotlib, scikit-learn, tqdm) to run as scripts.
 """
 
 import contextlib
@@ -221,3 +222,67 @@ def test_compare_committed_figures_are_pngs():
     for name in ("optimizer_paths.png", "optimizer_loss.png", "adam_state.png"):
         data = open(os.path.join(EXAMPLES, "figures", name), "rb").read()
         assert data[:8] == PNG_SIGNATURE and len(data) < 200_000, name
+
+
+# -------------------------------------------------------------- train_mlp_digits.py
+
+@pytest.fixture(scope="module")
+def digits():
+    return _load("train_mlp_digits")
+
+
+def test_digits_backward_is_the_gradient(digits):
+    # Central differences in float64 on a small random network and batch.
+    rng = np.random.default_rng(3)
+    params = {k: v.astype(np.float64) + 0.1 * rng.standard_normal(v.shape)
+              for k, v in digits.init_params(n_in=5, hidden=7, n_out=4, seed=1).items()}
+    X = rng.standard_normal((6, 5))
+    y = rng.integers(0, 4, 6)
+    _, grads = digits.loss_and_grads(params, X, y)
+    h = 1e-6
+    for key, p in params.items():
+        num = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + h
+            up = digits.loss_and_grads(params, X, y)[0]
+            p[i] = old - h
+            down = digits.loss_and_grads(params, X, y)[0]
+            p[i] = old
+            num[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grads[key], num, rtol=1e-5, atol=1e-8, err_msg=key)
+
+
+def test_digits_reference_adam_is_adam(digits):
+    # The reference twin in the comparison steps like fastadam.Adam (float32 rounding aside).
+    rng = np.random.default_rng(0)
+    a = digits.init_params(seed=2)
+    b = {k: v.copy() for k, v in a.items()}
+    fast, ref = fastadam.Adam(a, lr=1e-2), digits.ReferenceAdam(b, lr=1e-2)
+    for _ in range(20):
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in a.items()}
+        fast.step(grads)
+        ref.step(grads)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def test_digits_script_reaches_095():
+    pytest.importorskip("sklearn", reason="train_mlp_digits.py needs scikit-learn: "
+                        "pip install 'fastadam[examples]'")
+    pytest.importorskip("tqdm", reason="train_mlp_digits.py needs tqdm: "
+                        "pip install 'fastadam[examples]'")
+    out, err = _run("train_mlp_digits", stderr=True)     # the full default run
+    last = out.strip().splitlines()[-1]
+    m = re.fullmatch(r"test accuracy: (0\.\d{4})", last)
+    assert m, out
+    assert float(m.group(1)) >= 0.95, out
+    both = re.search(r"fastadam\.Adam (0\.\d{4}), fastadam\.reference\.adam_ (0\.\d{4})", out)
+    assert both and both.group(1) == both.group(2) == m.group(1), out
+    assert re.search(r"fastadam\.Adam is \d+\.\dx faster than fastadam\.reference\.adam_",
+                     out), out
+    assert len(re.findall(r"^epoch +\d+/15: ", out, re.M)) == 15, out
+    # One tqdm bar per epoch on stderr, each run to its end (43 batches of 32 or fewer).
+    for epoch in range(1, 16):
+        assert re.search(rf"epoch +{epoch}/15: 100%.*43/43", err), err[-2000:]
+
