@@ -337,7 +337,7 @@ def report(results, state_race=STATE_RACE):
     for i, (problem, lr, steps, runs) in enumerate(results):
         print(f"{_title(problem, lr, steps)}: {problem.formula}, start {problem.start}, "
               f"minimum {problem.minimum}")
-        print(f"   {'optimizer':<16}{'final loss':<22}{'loss < 1e-6 from step':<23}"
+        print(f"   {'optimizer':<16}{'final loss':<22}{'first step loss < 1e-6':<24}"
               "end point (x, y)")
         for run in runs.values():
             if run.diverged:
@@ -348,7 +348,7 @@ def report(results, state_race=STATE_RACE):
                 final = f"{run.loss[-1]:.3e}"
                 first = "never" if first is None else str(first)
                 end = f"({run.path[-1, 0]:.6f}, {run.path[-1, 1]:.6f})"
-            print(f"   {run.name:<16}{final:<22}{first:<23}{end}")
+            print(f"   {run.name:<16}{final:<22}{first:<24}{end}")
             ref = race_reference(problem, run.name, lr, steps)
             n = min(len(ref), len(run.path))
             if run.diverged is None:   # a diverged path's last values are huge: skip them

@@ -175,10 +175,8 @@ def train(epochs=EPOCHS, batch=BATCH, lr=LR, seed=SEED, progress=True):
             # noise and the same cache state (each finds the other's data in the caches).
             for model in ((fast, ref) if start // batch % 2 else (ref, fast)):
                 losses[model.label].append(model.train_batch(Xb, yb))
-            if start // batch % 10 == 0:     # shown at the bar's next redraw
+            if start // batch % 10 == 0 or start + batch >= n:   # shown at the next redraw
                 bar.set_postfix(loss=f"{np.mean(losses[fast.label]):.4f}", refresh=False)
-        bar.set_postfix(loss=f"{np.mean(losses[fast.label]):.4f}")
-        bar.close()
         print(f"epoch {epoch:2d}/{epochs}: train loss {np.mean(losses[fast.label]):.4f} "
               f"(reference {np.mean(losses[ref.label]):.4f}), test accuracy "
               f"{fast.accuracy(X_test, y_test):.4f} (reference "
