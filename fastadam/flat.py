@@ -14,6 +14,10 @@ def pack(arrays: Union[Sequence[np.ndarray], Mapping[str, np.ndarray]],
          ) -> Tuple[np.ndarray, Union[List[np.ndarray], Dict[str, np.ndarray]]]:
     """Copy ``arrays`` into one new C-contiguous 1-D buffer; return it and zero-copy views.
 
+    ``flat = concatenate([a.ravel() for a in arrays])`` and
+    ``views[i] = flat[o_i : o_i + arrays[i].size].reshape(arrays[i].shape)`` with
+    ``o_i = sum(a.size for a in arrays[:i])``, in the arrays' order (a dict's key order).
+
     The views have the arrays' shapes, in the same structure (list or dict), and share
     memory with the buffer: write a model's parameters through the views and step the
     buffer, or write gradients into the views of a second packed buffer::

@@ -1,5 +1,11 @@
-"""The article's examples in examples/: they run, and their "reaching" settings really reach
-the minimum / the fit, with fastadam agreeing with the article's own code."""
+"""The examples in examples/: they run and produce what they say.
+
+The article's two examples: their "reaching" settings really reach the minimum / the fit,
+with fastadam agreeing with the article's own code. The optimizer comparison: its figures
+are written and its races end as the README describes. The digits MLP: its backward pass is
+the gradient, and it reaches the test accuracy it promises with fastadam and the reference.
+The last two need the ``examples`` extra (matplotlib, scikit-learn, tqdm) to run as scripts.
+"""
 
 import contextlib
 import importlib.util
@@ -9,9 +15,11 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import fastadam
+from fastadam import reference
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 # The scripts must import the same fastadam as this test process.
@@ -27,15 +35,17 @@ def _load(name):
     return module
 
 
-def _run(name):
+def _run(name, *args, stderr=False):
+    """Run examples/<name>.py with ``args``; its stdout (and stderr if asked)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (FASTADAM_ROOT, os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, f"{name}.py")],
+    # cwd: this folder, not the repository root, whose source tree has no built modules
+    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, f"{name}.py"), *args],
                           capture_output=True, text=True, encoding="utf-8", env=env,
-                          timeout=120)
+                          cwd=os.path.dirname(os.path.abspath(__file__)), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.stdout
+    return (proc.stdout, proc.stderr) if stderr else proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +130,159 @@ def test_regression_reaching_settings(regression, lr, epochs):
     (wa, ba), _ = _quiet(regression.article_adam_linear_regression, regression.X,
                          regression.Y, alpha=lr, epochs=epochs)
     assert abs(w - wa) < 1e-12 and abs(b - ba) < 1e-12
+
+
+# ------------------------------------------------------- compare_optimizers.py: the races
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    return _load("compare_optimizers")
+
+
+@pytest.fixture(scope="module")
+def races(compare):
+    return compare.run_all()
+
+
+def _race(races, problem_name, lr):
+    for problem, race_lr, _steps, runs in races:
+        if problem.name == problem_name and race_lr == lr:
+            return runs
+    raise AssertionError(f"no race {problem_name} lr={lr}")
+
+
+def test_compare_races_end_as_described(races):
+    # The README's and the figures' captions say these things: check them.
+    ravine = _race(races, "ravine", 0.1)
+    assert all(r.diverged is None for r in ravine.values())
+    for name in ("SGD + momentum", "RMSprop", "Adam"):
+        assert ravine[name].loss[-1] < 1e-10, name
+    assert ravine["SGD"].loss[-1] > 1e-6        # still crawling along the flat floor
+    slow = _race(races, "Rosenbrock", 0.002)
+    assert all(r.diverged is None for r in slow.values())
+    assert slow["SGD + momentum"].loss[-1] < 1e-20
+    assert slow["Adam"].loss[-1] > 1e-2         # about lr per step: far from (1, 1)
+    fast = _race(races, "Rosenbrock", 0.01)
+    assert fast["SGD"].diverged and fast["SGD"].diverged <= 10
+    assert fast["SGD + momentum"].diverged and fast["SGD + momentum"].diverged <= 10
+    assert fast["RMSprop"].diverged is None and fast["RMSprop"].loss[-1] > 1e-3
+    assert fast["Adam"].diverged is None and fast["Adam"].loss[-1] < 1e-6
+
+
+def test_compare_paths_match_the_reference(compare, races):
+    # Every path the figures draw is the one fastadam.reference computes.
+    worst, _ = _quiet(compare.report, races)
+    assert worst < 1e-12
+
+
+def test_compare_adam_state_is_adams(compare, races):
+    problem, lr, steps, runs = races[compare.STATE_RACE]
+    s = runs["Adam"].state
+    assert len(s["t"]) == steps
+    # Replay the recorded gradients through the reference: the same m and v.
+    p, m, v = np.zeros(1), np.zeros(1), np.zeros(1)
+    for t, g in enumerate(s["g"], start=1):
+        reference.adam_(p, np.array([g]), m, v, step=t, lr=lr)
+        if t in (1, 2, 10, 100, steps):
+            assert s["m"][t - 1] == pytest.approx(m[0], rel=1e-12)
+            assert s["v"][t - 1] == pytest.approx(v[0], rel=1e-12)
+    # Bias correction at step 1 turns m = 0.1·g, v = 0.001·g² into m̂ = g, v̂ = g².
+    assert s["m_hat"][0] == pytest.approx(s["g"][0], rel=1e-12)
+    assert s["v_hat"][0] == pytest.approx(s["g"][0] ** 2, rel=1e-12)
+    assert (s["bc1_factor"][0], s["bc2_factor"][0]) == (pytest.approx(10), pytest.approx(1000))
+    assert np.all(np.diff(s["bc2_factor"]) < 0) and s["bc2_factor"][-1] < 1.01
+
+
+def test_compare_script_writes_pngs(tmp_path):
+    pytest.importorskip("matplotlib", reason="compare_optimizers.py needs matplotlib: "
+                        "pip install 'fastadam[examples]'")
+    out = _run("compare_optimizers", "--out", str(tmp_path), "--steps", "60")
+    assert "Adam" in out and "diverged at step" in out, out
+    worst = float(re.search(r"max \|Δ\(x, y\)\| = " + NUMBER, out).group(1))
+    assert worst < 1e-12, out
+    from PIL import Image      # Pillow comes with matplotlib
+
+    for name in ("optimizer_paths.png", "optimizer_loss.png", "adam_state.png"):
+        path = tmp_path / name
+        assert re.search(rf"wrote \S*{name} \(\d+ KB\)", out), out
+        data = path.read_bytes()
+        assert data[:8] == PNG_SIGNATURE, name
+        assert 10_000 < len(data) < 200_000, (name, len(data))
+        with Image.open(path) as im:
+            im.verify()              # a complete, uncorrupted PNG
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width > 800 and im.height > 300, im.size
+
+
+def test_compare_committed_figures_are_pngs():
+    # The README embeds these; they must be there and be modest PNGs.
+    for name in ("optimizer_paths.png", "optimizer_loss.png", "adam_state.png"):
+        data = open(os.path.join(EXAMPLES, "figures", name), "rb").read()
+        assert data[:8] == PNG_SIGNATURE and len(data) < 200_000, name
+
+
+# -------------------------------------------------------------- train_mlp_digits.py
+
+@pytest.fixture(scope="module")
+def digits():
+    return _load("train_mlp_digits")
+
+
+def test_digits_backward_is_the_gradient(digits):
+    # Central differences in float64 on a small random network and batch.
+    rng = np.random.default_rng(3)
+    params = {k: v.astype(np.float64) + 0.1 * rng.standard_normal(v.shape)
+              for k, v in digits.init_params(n_in=5, hidden=7, n_out=4, seed=1).items()}
+    X = rng.standard_normal((6, 5))
+    y = rng.integers(0, 4, 6)
+    _, grads = digits.loss_and_grads(params, X, y)
+    h = 1e-6
+    for key, p in params.items():
+        num = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + h
+            up = digits.loss_and_grads(params, X, y)[0]
+            p[i] = old - h
+            down = digits.loss_and_grads(params, X, y)[0]
+            p[i] = old
+            num[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grads[key], num, rtol=1e-5, atol=1e-8, err_msg=key)
+
+
+def test_digits_reference_adam_is_adam(digits):
+    # The reference twin in the comparison steps like fastadam.Adam (float32 rounding aside).
+    rng = np.random.default_rng(0)
+    a = digits.init_params(seed=2)
+    b = {k: v.copy() for k, v in a.items()}
+    fast, ref = fastadam.Adam(a, lr=1e-2), digits.ReferenceAdam(b, lr=1e-2)
+    for _ in range(20):
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in a.items()}
+        fast.step(grads)
+        ref.step(grads)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def test_digits_script_reaches_095():
+    pytest.importorskip("sklearn", reason="train_mlp_digits.py needs scikit-learn: "
+                        "pip install 'fastadam[examples]'")
+    pytest.importorskip("tqdm", reason="train_mlp_digits.py needs tqdm: "
+                        "pip install 'fastadam[examples]'")
+    out, err = _run("train_mlp_digits", stderr=True)     # the full default run
+    last = out.strip().splitlines()[-1]
+    m = re.fullmatch(r"test accuracy: (0\.\d{4})", last)
+    assert m, out
+    assert float(m.group(1)) >= 0.95, out
+    both = re.search(r"fastadam\.Adam (0\.\d{4}), fastadam\.reference\.adam_ (0\.\d{4})", out)
+    assert both and both.group(1) == both.group(2) == m.group(1), out
+    assert re.search(r"fastadam\.Adam is \d+\.\dx faster than fastadam\.reference\.adam_",
+                     out), out
+    assert len(re.findall(r"^epoch +\d+/15: ", out, re.M)) == 15, out
+    # One tqdm bar per epoch on stderr, each run to its end (43 batches of 32 or fewer).
+    for epoch in range(1, 16):
+        assert re.search(rf"epoch +{epoch}/15: 100%.*43/43", err), err[-2000:]
+
