@@ -92,16 +92,23 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999)
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
            weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None, maximize=False,
            bias_correction=True):
-    """One AdamW step, in place: :func:`adam_` with ``decoupled_weight_decay=True``
-    (``param *= 1 - lr*weight_decay`` before the Adam update) and weight_decay 1e-2."""
+    """One AdamW step, in place: :func:`adam_` with ``decoupled_weight_decay=True`` and
+    weight_decay 1e-2.
+
+    ``g = -grad if maximize else grad``; ``param *= 1 - lr*weight_decay``;
+    ``exp_avg = b1*exp_avg + (1-b1)*g``; ``exp_avg_sq = b2*exp_avg_sq + (1-b2)*g*g``;
+    ``bc1 = 1 - b1**step``, ``bc2 = 1 - b2**step`` (1 without bias correction); amsgrad:
+    ``max_exp_avg_sq = maximum(max_exp_avg_sq, exp_avg_sq)`` replaces exp_avg_sq in
+    ``param -= (lr/bc1) * exp_avg / (sqrt(exp_avg_sq)/sqrt(bc2) + eps)``."""
     _adam(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, amsgrad,
           max_exp_avg_sq, maximize, bias_correction, True)
 
 
 def roofline_(param, grad, exp_avg, exp_avg_sq):
-    """The bandwidth probe: Adam's memory traffic (reads all four arrays, writes param,
-    exp_avg, exp_avg_sq) with one add per stream, compiled like the kernels. Benchmarks
-    divide by its time; the values it leaves are meaningless."""
+    """The bandwidth probe: Adam's memory traffic with trivial arithmetic,
+    ``param += grad``, ``exp_avg += grad``, ``exp_avg_sq += grad`` (reads all four arrays,
+    writes three), compiled like the kernels. Benchmarks divide by its time; the values it
+    leaves are meaningless."""
     cdef Hyper h
     cdef Seg s
     dtype = _check_tensor(&s, REQ_GRAD | REQ_S0 | REQ_S1, param, grad, exp_avg, "exp_avg",

@@ -211,8 +211,13 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """SGD with momentum, dampening and Nesterov momentum (torch.optim.SGD's rule);
-    see :func:`fastadam.sgd_` for the formula."""
+    """SGD with momentum, dampening and Nesterov momentum (torch.optim.SGD's rule).
+
+    Per param, with ``g`` the grad (times the gradient policy's factor, negated when
+    ``maximize``) plus ``weight_decay * p``: with momentum, ``buf = g`` at the first step,
+    else ``buf = momentum*buf + (1-dampening)*g``; ``d = g + momentum*buf`` (nesterov) or
+    ``d = buf``; without momentum ``d = g``; then ``p -= lr * d``.
+    State: ``momentum_buffer`` (when momentum != 0)."""
 
     _slots = ("momentum_buffer", "", "")
     _kernel = _core.KERNEL_SGD
@@ -237,8 +242,12 @@ class SGD(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """RMSprop, optionally centered and with momentum (torch.optim.RMSprop's rule);
-    see :func:`fastadam.rmsprop_` for the formula."""
+    """RMSprop, optionally centered and with momentum (torch.optim.RMSprop's rule).
+
+    Per param, with ``g`` as in :class:`SGD`: ``sq = alpha*sq + (1-alpha)*g*g``; centered:
+    ``ga = alpha*ga + (1-alpha)*g``, ``avg = sqrt(sq - ga*ga) + eps``, else
+    ``avg = sqrt(sq) + eps``; with momentum ``buf = momentum*buf + g/avg``, ``p -= lr*buf``,
+    else ``p -= lr*g/avg``. State: ``square_avg``, ``momentum_buffer``, ``grad_avg``."""
 
     _slots = ("square_avg", "momentum_buffer", "grad_avg")
     _kernel = _core.KERNEL_RMSPROP
@@ -264,7 +273,14 @@ class RMSprop(Optimizer):
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba, torch.optim.Adam's rule), with AMSGrad, optional bias correction
-    and optional decoupled weight decay; see :func:`fastadam.adam_` for the formula."""
+    and optional decoupled weight decay.
+
+    Per param at step ``t``, with ``g`` the grad (times the gradient policy's factor,
+    negated when ``maximize``), plus ``weight_decay * p`` (L2), or ``p *= 1 - lr*weight_decay``
+    first (decoupled): ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g*g``;
+    ``bc1 = 1 - b1**t``, ``bc2 = 1 - b2**t`` (1 without bias correction); amsgrad:
+    ``vmax = max(vmax, v)`` replaces ``v``; ``p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``.
+    State: ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (vmax)."""
 
     _slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _kernel = _core.KERNEL_ADAM
@@ -292,7 +308,9 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """AdamW: Adam with decoupled weight decay (default 1e-2), torch.optim.AdamW's rule."""
+    """AdamW (torch.optim.AdamW's rule): :class:`Adam` with decoupled weight decay, default
+    1e-2: ``p *= 1 - lr*weight_decay``, then ``m = b1*m + (1-b1)*g``,
+    ``v = b2*v + (1-b2)*g*g``, ``p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``."""
 
     def __init__(self, params: Params, lr: float = 1e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
