@@ -4,8 +4,9 @@
  * Lane k adds the elements lo+k, lo+k+32, ... in order, so the result is the same bits
  * whatever the vector width: GCC and Clang run the lanes as native-width vector-extension
  * arithmetic (4 zmm, 8 ymm or 16 xmm accumulators: enough independent adds to hide their
- * latency), other compilers as scalars. Build with contraction off (-ffp-contract=off) so
- * s + x*x is never fused.
+ * latency), other compilers (MSVC) as scalars; -DFA_SUMSQ_NO_VECTOR forces the scalar
+ * lanes, to check that they give the same bits. Build with contraction off
+ * (-ffp-contract=off) so s + x*x is never fused.
  *
  * No separate non-finite check is needed: a NaN or inf element makes its lane, and so the
  * total, NaN or inf. A float32 square cannot overflow a double; a float64 one can, so for
@@ -18,7 +19,7 @@
 
 #define FA_LANES 32
 
-#if defined(__GNUC__) || defined(__clang__)
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FA_SUMSQ_NO_VECTOR)
 #  if defined(__AVX512F__)
 #    define FA_W 8
 #  elif defined(__AVX__)
