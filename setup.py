@@ -89,9 +89,9 @@ DIRECTIVES = {
     "embedsignature": True,
 }
 
-# NPY_TARGET_VERSION: the oldest NumPy the built modules accept at import. NumPy 2's
-# headers would otherwise default to 1.23, against the NumPy >= 1.21 that pyproject.toml
-# promises.
+# NPY_TARGET_VERSION: the oldest NumPy the built modules accept at import, and the C-API
+# they may use: the NumPy >= 1.21 that pyproject.toml promises, whichever NumPy 2 builds
+# them (its headers' own default follows the Pythons it supports: 1.23 in NumPy 2.4).
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION"),
           ("NPY_TARGET_VERSION", "NPY_1_21_API_VERSION")]
 include_dirs = [np.get_include(), "fastadam/src"]
