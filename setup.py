@@ -3,29 +3,82 @@
 The kernels live in one Cython source (fastadam/_kernels.pxi). It is compiled once per
 instruction set into small modules (_simd_baseline, _simd_avx2, _simd_avx512); fastadam._core
 picks one at import from what the CPU reports, so one binary runs on any x86-64 CPU and
-uses AVX2 or AVX-512 where present. No -march=native.
+uses AVX2 or AVX-512 where present. No -march=native. Other targets (aarch64, a macOS
+universal2 build) get the baseline module only.
 
-The flags are in fastadam/_flags.py (read here without importing the package).
+The flags are in fastadam/_flags.py (read here without importing the package), one set for
+GCC and Clang, one for MSVC, chosen by the compiler setuptools actually uses.
 Set FASTADAM_DEBUG=1 to build with bounds checks and assertions on, to hunt a crash.
+The version is fastadam.__version__, which pyproject.toml reads.
 """
 
 import os
-import platform
+import re
 import runpy
+import sys
+import sysconfig
 
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("FASTADAM_DEBUG", "") not in ("", "0")
-MACHINE = platform.machine().lower()
-X86_64 = MACHINE in ("x86_64", "amd64")
+FLAGS = runpy.run_path(os.path.join(HERE, "fastadam", "_flags.py"))
+SIMD_PATHS = list(FLAGS["SIMD_TARGETS"])
 
-FLAGS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                     "fastadam", "_flags.py"))
-COMMON = FLAGS["DEBUG"] if DEBUG else FLAGS["COMMON"]
-SIMD_TARGETS = {name: flags for name, flags in FLAGS["SIMD_TARGETS"].items()
-                if X86_64 or name == "baseline"}
+
+def target_archs():
+    """The CPU architectures the extensions are compiled for.
+
+    From sysconfig's platform, not the machine running the build: cibuildwheel cross-builds
+    (macOS x86_64 on arm64, Windows ARM64 on x64) set _PYTHON_HOST_PLATFORM, and macOS
+    builds follow ARCHFLAGS, or else the interpreter's own architectures (universal2 for
+    python.org's installers: both)."""
+    plat = sysconfig.get_platform().lower()
+    if plat.startswith("macosx"):
+        archflags = os.environ.get("ARCHFLAGS")
+        if archflags:
+            return set(re.findall(r"-arch\s+(\S+)", archflags))
+        arch = plat.rsplit("-", 1)[1]
+        return {"x86_64", "arm64"} if arch in ("universal2", "universal") else {arch}
+    arch = plat.rsplit("-", 1)[-1]
+    return {"x86_64" if arch in ("x86_64", "amd64") else arch}
+
+
+# The AVX2 and AVX-512 modules need every compiled architecture to be x86-64: a universal2
+# build compiles each module for arm64 too, where those flags do not exist.
+X86_64_ONLY = target_archs() == {"x86_64"}
+BUILT_PATHS = [p for p in SIMD_PATHS if X86_64_ONLY or p == "baseline"]
+
+
+class BuildExt(build_ext):
+    """Adds the flags of the compiler in use (GCC/Clang or MSVC) to each extension."""
+
+    def build_extensions(self):
+        common, targets, threads = FLAGS["for_compiler"](
+            self.compiler.compiler_type, sys.platform, DEBUG)
+        for ext in self.extensions:
+            path = ext.name.rpartition("._simd_")[2] if "._simd_" in ext.name else None
+            if path is None:    # fastadam._core: the thread pool
+                ext.extra_compile_args = common + threads
+                ext.extra_link_args = threads
+            else:
+                ext.extra_compile_args = common + targets[path]
+        super().build_extensions()
+
+
+class SDist(sdist):
+    """Ships tests/, examples/ and bench/ too, so that the unpacked sdist can run its tests
+    (setuptools alone takes tests/test*.py but not the conftest.py they import)."""
+
+    def make_release_tree(self, base_dir, files):
+        extra = [os.path.join(d, f) for d in ("tests", "examples", "bench") if os.path.isdir(d)
+                 for f in sorted(os.listdir(d)) if f.endswith((".py", ".md"))]
+        super().make_release_tree(base_dir, list(dict.fromkeys([*files, *extra])))
+
 
 DIRECTIVES = {
     "language_level": 3,
@@ -36,30 +89,24 @@ DIRECTIVES = {
     "embedsignature": True,
 }
 
-macros = [("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")]
+# NPY_TARGET_VERSION: the oldest NumPy the built modules accept at import, and the C-API
+# they may use: the NumPy >= 1.21 that pyproject.toml promises, whichever NumPy 2 builds
+# them (its headers' own default follows the Pythons it supports: 1.23 in NumPy 2.4).
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION"),
+          ("NPY_TARGET_VERSION", "NPY_1_21_API_VERSION")]
 include_dirs = [np.get_include(), "fastadam/src"]
 
 extensions = [
-    Extension(
-        "fastadam._core",
-        ["fastadam/_core.pyx"],
-        include_dirs=include_dirs,
-        define_macros=macros,
-        extra_compile_args=COMMON + ["-pthread"],
-        extra_link_args=["-pthread"],
-    )
+    Extension("fastadam._core", ["fastadam/_core.pyx"], include_dirs=include_dirs,
+              define_macros=macros)
 ]
-for name, flags in SIMD_TARGETS.items():
+for name in BUILT_PATHS:
     extensions.append(
-        Extension(
-            f"fastadam._simd_{name}",
-            [f"fastadam/_simd_{name}.pyx"],
-            include_dirs=include_dirs,
-            define_macros=macros,
-            extra_compile_args=COMMON + flags,
-        )
+        Extension(f"fastadam._simd_{name}", [f"fastadam/_simd_{name}.pyx"],
+                  include_dirs=include_dirs, define_macros=macros)
     )
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES),
+    cmdclass={"build_ext": BuildExt, "sdist": SDist},
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from typing import Any, Dict
@@ -9,10 +10,20 @@ from typing import Any, Dict
 import numpy as np
 
 from . import _core, __version__
-from ._flags import COMMON, SIMD_TARGETS
+from ._flags import default_compiler_type, for_compiler
+
+# The flags of the compiler setuptools builds with by default here (MSVC on Windows, else
+# GCC or Clang): the ones a wheel for this platform was built with.
+_COMMON, _SIMD_TARGETS, _ = for_compiler(default_compiler_type(sys.platform), sys.platform)
+
 
 def cpu_features() -> str:
-    """The SIMD features the kernel dispatch looks at, as the CPU reports them."""
+    """The SIMD features the kernel dispatch looks at, as the OS lists them (/proc/cpuinfo;
+    '?' where there is none).
+
+    The dispatch itself asks the CPU (CPUID, XGETBV), as this process sees it: under an
+    emulator such as ``qemu-x86_64 -cpu Nehalem`` that is the emulated CPU, while
+    /proc/cpuinfo still lists the host's features."""
     names = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512vl", "avx512dq", "avx512bw",
              "neon", "asimd")
     try:
@@ -31,21 +42,24 @@ def config() -> Dict[str, Any]:
     """The configuration :func:`show_config` prints, as a dict."""
     return {
         "fastadam": __version__,
+        "location": os.path.dirname(os.path.abspath(__file__)),
         "numpy": np.__version__,
         "python": sys.version.split()[0],
         "machine": platform.machine(),
-        "cpu_features": cpu_features(),
+        # what the OS lists; the paths below follow CPUID (see cpu_features)
+        "os_cpu_features": cpu_features(),
         "simd_paths_available": list(_core.available_simd_paths()),
         "simd_path": _core.get_simd_path(),
         "threads": _core.get_num_threads(),
-        "build_flags": {"common": " ".join(COMMON),
-                        **{path: " ".join(SIMD_TARGETS[path]) or "(none: x86-64 SSE2 / "
+        "build_flags": {"common": " ".join(_COMMON),
+                        **{path: " ".join(_SIMD_TARGETS[path]) or "(none: x86-64 SSE2 / "
                            "aarch64 NEON)" for path in _core.available_simd_paths()}},
     }
 
 
 def show_config() -> None:
-    """Print version, build flags, SIMD paths (available and selected) and threads."""
+    """Print version and location, build flags, SIMD paths (available and selected) and
+    threads."""
     for key, value in config().items():
         if isinstance(value, dict):
             print(f"{key}:")
