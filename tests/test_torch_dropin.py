@@ -602,3 +602,28 @@ def test_module_imports_the_real_torch():
     assert ft.torch is torch and ft.torch.__name__ == "torch"
     assert ft.__name__ == "fastadam.torch"
 
+
+# ----------------------------------------------------------------- benchmark section
+
+def test_bench_transformer_section(capsys, monkeypatch):
+    from fastadam import bench
+    assert sum(int(np.prod(s)) for s in bench.transformer_shapes(**bench.TRANSFORMER)) \
+        == 24_833_280
+    # the section's shape, on a small transformer (the real one is 25 M params)
+    monkeypatch.setattr(bench, "TRANSFORMER", dict(layers=2, d=32, vocab=100, context=16))
+    threads = torch.get_num_threads()
+    try:
+        bench.main(["--only", "transformer", "--quick", "--repeats", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "transformer-shaped params: one Adam step over 28 float32 tensors (GPT-2-like: " \
+           "2 layers, d=32, vocab 100), 0.0 M params" in out
+    rows = {line[2:30].strip(): line for line in out.splitlines()
+            if line.startswith("  ") and "GB/s" in line}
+    for name in ("fastadam Adam.step (NumPy)", "fastadam.torch Adam",
+                 "torch Adam(fused=True)", "torch Adam(foreach=True)", "torch Adam (for-loop)"):
+        assert name in rows, out
+        ms = float(rows[name][30:].split()[0])
+        assert np.isfinite(ms) and ms > 0
+    assert "optimizer" not in out and "per call" not in out      # only this section
