@@ -228,6 +228,25 @@ def test_closure_runs_with_grad_and_returns_its_loss(name):
     assert opt_b.step() is None                # no closure: returns None (grads still set)
 
 
+def test_works_with_lr_schedulers_and_grad_clipping():
+    a = make_model(torch.float64)
+    b = copy.deepcopy(a)
+    opts, scheds = [], []
+    for m, cls in ((a, torch.optim.AdamW), (b, ft.AdamW)):
+        o = cls(m.parameters(), lr=3e-3)
+        opts.append(o)
+        scheds.append(torch.optim.lr_scheduler.OneCycleLR(o, max_lr=1e-2, total_steps=100))
+    for x, y in batches(torch.float64, 8, 100):
+        for m, o, sch in zip((a, b), opts, scheds):
+            o.zero_grad()
+            nn.functional.cross_entropy(m(x), y).backward()
+            nn.utils.clip_grad_norm_(m.parameters(), 0.5)
+            o.step()
+            sch.step()
+    assert opts[1].param_groups[0]["lr"] == opts[0].param_groups[0]["lr"]
+    assert deviation(a, opts[0], b, opts[1]) <= PARITY_TOL[torch.float64]
+
+
 def test_zero_grad_then_step_changes_nothing():
     m = make_model(torch.float32)
     opt = ft.Adam(m.parameters())
