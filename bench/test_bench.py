@@ -17,7 +17,8 @@ pytest.importorskip("pytest_benchmark")
 import fastadam  # noqa: E402  (bench/conftest.py has chosen which one)
 from fastadam import _core, _tuned, reference  # noqa: E402
 from fastadam.bench import (  # noqa: E402
-    OPTIMIZERS, STREAMS, _arrays, _torch_optimizer, make_case, make_guarded_case,
+    OPTIMIZERS, STREAMS, TRANSFORMER, _arrays, _torch_optimizer, make_case,
+    make_guarded_case, make_transformer_case, transformer_shapes,
 )
 
 from .conftest import LARGE, torch  # noqa: E402
@@ -217,3 +218,37 @@ def test_threads(measure, thread_arrays, impl, num_threads):
     label = f"{impl} {num_threads} thread" + ("s" if num_threads > 1 else "")
     measure(fn, f"threads float32 n={THREAD_N}", label,
             nbytes=STREAMS["adam"] * THREAD_N * 4, threads=num_threads)
+
+
+# ------------------------------------------------------------- transformer-shaped params
+
+TRANSFORMER_IMPLS = {"fastadam": "fastadam Adam.step (NumPy)",
+                     "fastadam.torch": "fastadam.torch Adam",
+                     "torch fused": "torch Adam(fused=True)",
+                     "torch foreach": "torch Adam(foreach=True)",
+                     "torch for-loop": "torch Adam (for-loop)"}
+
+
+@pytest.fixture(scope="module")
+def transformer_case():
+    """The report's transformer case (every implementation's own params and states, about
+    1.6 GB): built once for this module's transformer benchmarks."""
+    fns = make_transformer_case(np.random.default_rng(4), with_torch=torch is not None)
+    yield fns
+    fns.clear()
+    gc.collect()
+
+
+@pytest.mark.parametrize("impl", list(TRANSFORMER_IMPLS))
+def test_transformer(measure, transformer_case, impl):
+    """One float32 Adam step over a GPT-2-like parameter list (148 tensors of mixed sizes,
+    24.8 M params): fastadam.Adam on NumPy arrays, fastadam.torch.Adam, and torch.optim.Adam
+    fused, foreach and for-loop (torch's CPU default)."""
+    _needs_torch(impl)
+    fn = transformer_case.get(TRANSFORMER_IMPLS[impl])
+    if fn is None:
+        pytest.skip(f"this torch has no Adam {impl}")
+    shapes = transformer_shapes(**TRANSFORMER)
+    total = sum(int(np.prod(s)) for s in shapes)
+    measure(fn, f"transformer float32 {len(shapes)} tensors {total / 1e6:.1f}M", impl,
+            nbytes=STREAMS["adam"] * total * 4, tensors=len(shapes), params=total)

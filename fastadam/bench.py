@@ -426,6 +426,79 @@ def run_threads(args, out) -> None:
             f"spin after their op unless OMP_WAIT_POLICY=passive)")
 
 
+# ---------------------------------------------------------------------------- transformer
+
+# The benchmark's transformer: GPT-2 small is 12 layers, d=768, vocab 50257, context 1024;
+# this one is narrower (148 tensors, 24.8 M params).
+TRANSFORMER = dict(layers=12, d=384, vocab=8192, context=1024)
+
+
+def transformer_shapes(layers: int, d: int, vocab: int, context: int) -> List[tuple]:
+    """Parameter shapes of a GPT-2-like decoder, in model order:
+    token and position embeddings; per layer a LayerNorm (weight, bias), the fused qkv
+    projection (weight, bias), the attention output projection (weight, bias), a second
+    LayerNorm, the MLP's two projections (d -> 4d -> d, weights and biases); a final
+    LayerNorm. The output layer shares the token embedding, as in GPT-2."""
+    shapes: List[tuple] = [(vocab, d), (context, d)]
+    for _ in range(layers):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,),
+                   (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+def make_transformer_case(rng: np.random.Generator, with_torch: bool
+                          ) -> Dict[str, Callable[[], object]]:
+    """One float32 Adam step over the params of :func:`transformer_shapes`: fastadam.Adam
+    on NumPy arrays, fastadam.torch.Adam on torch tensors with ``.grad`` set, and
+    torch.optim.Adam with ``fused=True``, ``foreach=True`` and its CPU default (a for-loop
+    over the tensors). Every implementation steps its own copy of the params and states;
+    all read the same gradient memory."""
+    shapes = transformer_shapes(**TRANSFORMER)
+    params = [rng.standard_normal(s, dtype=np.float32) * np.float32(0.02) for s in shapes]
+    grads = [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-3) for s in shapes]
+    opt = fastadam.Adam([q.copy() for q in params])
+    fns: Dict[str, Callable[[], object]] = {"fastadam Adam.step (NumPy)": lambda: opt.step(grads)}
+    if not with_torch or torch is None:
+        return fns
+    import fastadam.torch as fastadam_torch
+
+    def tensors():
+        ts = [torch.from_numpy(q.copy()) for q in params]
+        for t, g in zip(ts, grads):
+            t.grad = torch.from_numpy(g)
+        return ts
+
+    fns["fastadam.torch Adam"] = fastadam_torch.Adam(tensors()).step
+    for label, flavour in (("torch Adam(fused=True)", {"fused": True}),
+                           ("torch Adam(foreach=True)", {"foreach": True}),
+                           ("torch Adam (for-loop)", {"foreach": False})):
+        try:
+            fns[label] = torch.optim.Adam(tensors(), **flavour).step
+        except (RuntimeError, TypeError, ValueError):   # this torch lacks the flavour
+            pass
+    return fns
+
+
+def run_transformer(args, out) -> None:
+    """A transformer-shaped parameter list (many tensors of mixed sizes), one Adam step."""
+    shapes = transformer_shapes(**TRANSFORMER)
+    total = sum(int(np.prod(s)) for s in shapes)
+    out("")
+    out(f"transformer-shaped params: one Adam step over {len(shapes)} float32 tensors "
+        f"(GPT-2-like: {TRANSFORMER['layers']} layers, d={TRANSFORMER['d']}, vocab "
+        f"{TRANSFORMER['vocab']}), {total / 1e6:.1f} M params (ms per step):")
+    fns = make_transformer_case(np.random.default_rng(4), not args.no_torch)
+    # a step takes ~20-100 ms: samples of at least 50 ms, so that each is a few steps
+    t = side_by_side(fns, args.repeats, max(args.target, 0.05))
+    base = t.get("fastadam.torch Adam", t["fastadam Adam.step (NumPy)"])
+    base_name = "fastadam.torch" if "fastadam.torch Adam" in t else "fastadam"
+    for k, v in t.items():
+        gbs = STREAMS["adam"] * total * 4 / v / 1e9
+        out(f"  {k:<28} {v * 1e3:8.2f}   ({v / base:5.2f}x {base_name})  {gbs:5.1f} GB/s")
+    del fns
+    gc.collect()
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m fastadam.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -441,6 +514,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--no-torch", action="store_true", help="leave torch out even if present")
     ap.add_argument("--skip-small", action="store_true",
                     help="skip the per-call and many-tensor sections")
+    ap.add_argument("--only", choices=("transformer", "gradient-policy"),
+                    help="run only this section (transformer: the transformer-shaped "
+                         "parameter list; gradient-policy: the pre-pass's cost)")
     args = ap.parse_args(argv)
     args.sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     args.repeats = args.repeats or (5 if args.quick else 7)
@@ -463,11 +539,16 @@ def main(argv: Optional[List[str]] = None) -> None:
 
         for line in header(args):
             out(line)
+        if args.only:
+            {"transformer": run_transformer, "gradient-policy": run_guarded}[args.only](
+                args, out)
+            return
         out("")
         run_table(args, out)
         if not args.skip_small:
             run_small(args, out)
             run_memory(args, out)
+            run_transformer(args, out)
         run_guarded(args, out)
         run_threads(args, out)
     finally:

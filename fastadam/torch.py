@@ -1,0 +1,667 @@
+"""torch.optim drop-ins that step CPU tensors with fastadam's fused kernels.
+
+``fastadam.torch.Adam``, ``AdamW``, ``SGD`` and ``RMSprop`` are ``torch.optim.Optimizer``
+subclasses with torch.optim's signatures, defaults, param groups, ``zero_grad``, closures,
+hooks and ``state_dict()`` format::
+
+    import fastadam.torch
+    opt = fastadam.torch.AdamW(model.parameters(), lr=1e-3)
+    for x, y in data:
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()                  # every param of a group in one native call
+
+A step updates the params and the state tensors in place through zero-copy NumPy views, so
+``opt.state`` holds ordinary torch tensors under torch's own names (``'step'``,
+``'exp_avg'``, ...), and a checkpoint moves between ``torch.optim.Adam`` and
+``fastadam.torch.Adam`` in either direction. The views, the validation and a
+:class:`fastadam._core.Plan` per param group are built once and reused while the group's
+params with a gradient, their memory and their state tensors stay the same.
+
+Supported: dense, contiguous float32/float64 CPU tensors. Sparse gradients, other devices
+and dtypes, non-contiguous tensors, ``capturable=True`` and ``differentiable=True`` raise a
+TypeError or ValueError naming the param or option, before anything is written. ``foreach``
+and ``fused`` are accepted and kept (fastadam's step is always one fused multi-tensor call),
+so that state dicts from torch's fused or foreach optimizers load unchanged.
+
+Importing ``fastadam`` does not import torch; this module needs it
+(``pip install "fastadam[torch]"``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+if __name__ != "fastadam.torch":  # pragma: no cover - only when the package folder is on sys.path
+    raise ImportError(
+        f"fastadam/torch.py was imported as the top-level module {__name__!r}, which would "
+        "hide PyTorch: the fastadam package folder is on sys.path (a script run from inside "
+        "it?). Run from another directory.")
+
+try:
+    import torch  # the real PyTorch: absolute import, not this module
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError('fastadam.torch needs PyTorch, which is not installed: '
+                      'pip install "fastadam[torch]" (a CPU build of torch is enough)') from e
+
+import numpy as np
+from torch.optim import Optimizer as _TorchOptimizer
+
+from . import _core
+
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop"]
+
+_FLOATS = (torch.float32, torch.float64)
+_STRIDED = torch.strided
+# Zero-size arrays: a functional call on them validates hyperparameters and writes nothing.
+_E = tuple(np.empty(0, np.float32) for _ in range(5))
+# Tell autograd that a param changed in place (the kernels write behind its back), so that
+# a graph which saved the old value raises as it would after torch.optim's step.
+_bump_versions = getattr(getattr(torch.autograd, "graph", None), "increment_version", None)
+# torch.compile must not trace into a step: its NumPy calls write tensors behind autograd's
+# back (torch.optim's zero_grad is excluded the same way).
+_no_dynamo = getattr(torch, "_disable_dynamo", lambda fn: fn)
+
+
+def _scalar_dtype(group: Dict[str, Any]) -> torch.dtype:
+    """The dtype torch.optim gives ``state['step']`` (torch/optim/optimizer.py)."""
+    if group.get("fused"):
+        return torch.float32
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _where(group: Dict[str, Any], gi: int, j: int) -> str:
+    names = group.get("param_names")
+    where = f"param_groups[{gi}]['params'][{j}]"
+    if isinstance(names, (list, tuple)) and j < len(names):
+        where += f" ({names[j]!r})"
+    return where
+
+
+def _check_tensor(t: Any, what: str, like: Optional[torch.Tensor] = None) -> None:
+    """Raise unless ``t`` can be updated in place through a NumPy view: a dense, contiguous
+    float32/float64 CPU tensor (with the dtype and shape of ``like``, its param, if given)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"Invalid {what}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.layout is not _STRIDED:
+        raise ValueError(f"Invalid {what}: layout {t.layout}; fastadam.torch steps dense "
+                         f"(strided) tensors only")
+    if t.device.type != "cpu":
+        raise ValueError(f"Invalid {what}: on device {t.device}; fastadam.torch steps CPU "
+                         f"tensors only")
+    if like is None:
+        if t.dtype not in _FLOATS:
+            raise TypeError(f"Invalid {what} dtype: expected torch.float32 or torch.float64, "
+                            f"got {t.dtype}")
+    else:
+        if t.dtype != like.dtype:
+            raise TypeError(f"Invalid {what} dtype: expected {like.dtype} (the param's), "
+                            f"got {t.dtype}")
+        if t.shape != like.shape:
+            raise ValueError(f"Invalid {what} shape: expected {tuple(like.shape)} (the "
+                             f"param's), got {tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"Invalid {what}: not contiguous (strides {t.stride()}); "
+                         f"fastadam.torch updates tensors in place through a NumPy view, "
+                         f"which needs a contiguous tensor")
+
+
+def _view(t: torch.Tensor, what: str) -> np.ndarray:
+    """A zero-copy NumPy view of ``t``'s memory (the detached alias keeps it alive)."""
+    try:
+        return t.detach().numpy()
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"Invalid {what}: it has no NumPy view ({e})") from None
+
+
+def _step_value(state: Dict[str, Any], what: str) -> float:
+    s = state.get("step")
+    try:
+        v = float(s)      # a number or a one-element tensor
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"Invalid state 'step' of {what}: expected a number or a "
+                         f"one-element tensor, got {s!r}") from None
+    if not (math.isfinite(v) and v >= 0 and v == int(v)):
+        raise ValueError(f"Invalid state 'step' of {what}: {v!r} (must be a whole number >= 0)")
+    return v
+
+
+class _Entry:
+    """One param group's params that have a gradient, checked once: their NumPy views,
+    state tensors and views, data pointers (to notice a change), step counts, and the
+    plan(s) that step them. Rebuilt when any of that changes."""
+
+    def __init__(self, opt: "_Optimizer", gi: int, group: Dict[str, Any],
+                 params: List[torch.Tensor], slots: Tuple[Optional[str], ...]):
+        # positions in the group (the same filter as step's, so the same order)
+        pos = [j for j, p in enumerate(group["params"]) if p.grad is not None]
+        n = len(params)
+        self.gi = gi
+        self.params = params
+        self.slots = slots
+        self.names = [_where(group, gi, j) for j in pos]
+        self.keys = (("step",) if opt._has_step else ()) + tuple(s for s in slots if s)
+        self.dtypes = [p.dtype for p in params]
+        self.shapes = [p.shape for p in params]
+        self.views: List[np.ndarray] = []
+        self.state_views: List[Tuple[Optional[np.ndarray], ...]] = []
+        self.new_states: List[Dict[str, Any]] = []   # per param: entries to add at commit
+        steps: List[float] = []
+        slot_tensors: List[Tuple[torch.Tensor, ...]] = []
+        for p, name in zip(params, self.names):
+            _check_tensor(p, name)
+            self.views.append(_view(p, name))
+            st = opt.state.get(p) or {}
+            new = opt._new_state(p, group, st)
+            self.new_states.append(new)
+            steps.append(opt._initial_step(st, new, name))
+            merged = {**st, **new}
+            row, tens = [], []
+            for sname in slots:
+                if sname is None:
+                    row.append(None)
+                    continue
+                t = merged.get(sname)
+                if t is None:
+                    raise ValueError(f"Invalid state of {name}: {sname!r} is missing (the "
+                                     f"group's options changed since this state was made; "
+                                     f"torch.optim fails here too)")
+                what = f"state {sname!r} of {name}"
+                _check_tensor(t, what, like=p)
+                row.append(_view(t, what))
+                tens.append(t)
+            self.state_views.append(tuple(row))
+            slot_tensors.append(tuple(tens))
+        if opt._has_step:
+            # One buffer holds every param's 'step' (each state['step'] is a 0-d view of
+            # it), so that reading and advancing n step counters is one NumPy operation.
+            self.step_buf: Optional[torch.Tensor] = torch.tensor(
+                steps, dtype=_scalar_dtype(group))
+            self.steps = self.step_buf.numpy()
+            step_views = [self.step_buf[i] for i in range(n)]
+        else:
+            self.step_buf = None
+            self.steps = np.array(steps)
+            step_views = [None] * n
+        self.tensors = [((sv,) if opt._has_step else ()) + tens
+                        for sv, tens in zip(step_views, slot_tensors)]
+        self.ptrs = [(p.data_ptr(),) + tuple(t.data_ptr() for t in tens)
+                     for p, tens in zip(params, self.tensors)]
+        # Byte ranges of everything the kernels write (for the cross-group overlap check).
+        lo, hi = [], []
+        for p, tens in zip(params, slot_tensors):
+            nb = p.numel() * p.element_size()
+            if nb:
+                for t in (p,) + tens:
+                    lo.append(t.data_ptr())
+                    hi.append(t.data_ptr() + nb)
+        self.w_lo = np.array(lo, dtype=np.uint64)
+        self.w_hi = np.array(hi, dtype=np.uint64)
+        self.nbytes = [p.numel() * p.element_size() for p in params]
+        self.plan_keys = [str(j) for j in pos]
+        self._kernel, self._state_names = opt._kernel, opt._state_names
+        self.plan = self._make_plan(range(n))
+        self.split: Optional[Tuple[bytes, list]] = None
+        self.committed = False
+
+    def _make_plan(self, idx) -> "_core.Plan":
+        try:
+            return _core.Plan(self._kernel, [self.views[i] for i in idx],
+                              [self.state_views[i] for i in idx],
+                              [self.plan_keys[i] for i in idx], self._state_names)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"param_groups[{self.gi}]: {e}") from None
+
+    def matches(self, state, params: List[torch.Tensor], slots) -> bool:
+        """Whether this entry still describes ``params`` and their state (cheap: identity and
+        data-pointer checks, no validation)."""
+        if slots != self.slots or len(params) != len(self.params):
+            return False
+        keys = self.keys
+        for p, q, dt, sh, tens, ptrs in zip(params, self.params, self.dtypes, self.shapes,
+                                            self.tensors, self.ptrs):
+            if (p is not q or p.data_ptr() != ptrs[0] or p.dtype is not dt
+                    or p.shape != sh or not p.is_contiguous()):
+                return False
+            if keys:
+                st = state.get(p)
+                if st is None:
+                    return False
+                for k, t, ptr in zip(keys, tens, ptrs[1:]):
+                    if st.get(k) is not t or t.data_ptr() != ptr:
+                        return False
+        return True
+
+    def grads(self) -> Tuple[List[np.ndarray], List[int]]:
+        """Validated NumPy views of the params' gradients, and their data pointers."""
+        out, ptrs = [], []
+        for p, pv, name in zip(self.params, self.views, self.names):
+            g = p.grad
+            if g.layout is not _STRIDED:
+                raise ValueError(f"Invalid grad of {name}: layout {g.layout}; sparse gradients "
+                                 f"are not supported (torch.optim.Adam rejects them too)")
+            if not g.is_contiguous():
+                raise ValueError(f"Invalid grad of {name}: not contiguous (strides "
+                                 f"{g.stride()}); fastadam.torch reads gradients through a "
+                                 f"NumPy view, which needs a contiguous tensor")
+            try:
+                gv = (g.detach() if g.requires_grad else g).numpy()
+            except (RuntimeError, TypeError, ValueError) as e:
+                raise ValueError(f"Invalid grad of {name}: it has no NumPy view ({e})") \
+                    from None
+            if gv.dtype != pv.dtype:
+                raise TypeError(f"Invalid grad of {name} dtype: expected {p.dtype} (the "
+                                f"param's), got {g.dtype}")
+            if gv.shape != pv.shape:
+                raise ValueError(f"Invalid grad of {name} shape: expected {pv.shape} (the "
+                                 f"param's), got {gv.shape}")
+            ptr = g.data_ptr()
+            if ptr % gv.itemsize:
+                raise ValueError(f"Invalid grad of {name}: its data is not aligned to its "
+                                 f"itemsize")
+            out.append(gv)
+            ptrs.append(ptr)
+        return out, ptrs
+
+    def runs(self, by_step: bool) -> List[Tuple["_core.Plan", float, Optional[np.ndarray]]]:
+        """(plan, step count before this step, indices or None for all) per distinct step
+        count: params whose gradient was None on some steps lag behind the others."""
+        s = self.steps
+        if not by_step:
+            return [(self.plan, 0.0, None)]
+        lo = float(s.min())
+        if lo == s.max():
+            self._check_step(lo)
+            return [(self.plan, lo, None)]
+        values, inverse = np.unique(s, return_inverse=True)
+        for v in values:
+            self._check_step(float(v))
+        key = inverse.tobytes()
+        if self.split is None or self.split[0] != key:
+            parts = [np.flatnonzero(inverse == k) for k in range(len(values))]
+            self.split = (key, [(idx, self._make_plan(idx)) for idx in parts])
+        return [(plan, float(v), idx) for v, (idx, plan) in zip(values, self.split[1])]
+
+    def _check_step(self, v: float) -> None:
+        # The step tensors are views anyone may write to: check what the kernel will use.
+        if not (math.isfinite(v) and v >= 0 and v == int(v)):
+            s = self.steps
+            i = int(np.flatnonzero(~(np.isfinite(s) & (s >= 0) & (s == np.floor(s))))[0])
+            raise ValueError(f"Invalid state 'step' of {self.names[i]}: {float(s[i])!r} "
+                             f"(must be a whole number >= 0)")
+
+    def commit(self, opt: "_Optimizer") -> None:
+        """Put new state tensors and the shared step views into ``opt.state`` (once)."""
+        if self.committed:
+            return
+        for p, new, tens in zip(self.params, self.new_states, self.tensors):
+            if opt._has_step:
+                st = opt.state[p]
+                st.update(new)
+                st["step"] = tens[0]
+            elif new:               # SGD keeps no state without momentum, as torch
+                opt.state[p].update(new)
+        self.new_states = []
+        self.committed = True
+        opt._entries[self.gi] = self
+
+
+class _Optimizer(_TorchOptimizer):
+    """Shared machinery: param-group checks, the cached per-group plans, and ``step``."""
+
+    _kernel: int = -1
+    _state_names: Tuple[str, str, str] = ("", "", "")   # the kernel's three state slots
+    _has_step = True                                    # whether torch keeps state['step']
+    _by_step = True                                     # whether the update depends on it
+    _setdefaults: Dict[str, Any] = {}                   # what torch's __setstate__ fills in
+
+    def __init__(self, params, defaults: Dict[str, Any]):
+        self._entries: Dict[int, _Entry] = {}
+        super().__init__(params, defaults)
+
+    # -- subclass hooks --------------------------------------------------------------------
+    def _check_hyper(self, group: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _slots(self, group: Dict[str, Any]) -> Tuple[Optional[str], ...]:
+        raise NotImplementedError
+
+    def _new_state(self, p: torch.Tensor, group: Dict[str, Any],
+                   state: Dict[str, Any]) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def _initial_step(self, state: Dict[str, Any], new: Dict[str, Any], what: str) -> float:
+        return 0.0 if "step" in new else _step_value(state, what)
+
+    def _call(self, plan, grads, group: Dict[str, Any], step: float) -> None:
+        raise NotImplementedError
+
+    # -- torch.optim.Optimizer API ---------------------------------------------------------
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Add a group (as torch.optim); its options are validated now."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            gi = len(self.param_groups) - 1
+            self._check_group(group, f"param_groups[{gi}]")
+            for j, p in enumerate(group["params"]):
+                _check_tensor(p, _where(group, gi, j))
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__["_entries"] = {}
+        for group in self.param_groups:
+            for k, v in self._setdefaults.items():
+                group.setdefault(k, v)
+            if not self._has_step:
+                continue
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st and "step" in st and not torch.is_tensor(st["step"]):
+                    st["step"] = torch.tensor(float(st["step"]), dtype=_scalar_dtype(group))
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Load a state dict (torch.optim's or fastadam.torch's format) as torch.optim does,
+        then check every state tensor against its param; on error the previous state and
+        groups are put back."""
+        saved = (self.state, self.param_groups, self._entries)
+        super().load_state_dict(state_dict)
+        try:
+            for gi, group in enumerate(self.param_groups):
+                self._check_group(group, f"state_dict['param_groups'][{gi}]")
+                for j, p in enumerate(group["params"]):
+                    st = self.state.get(p)
+                    if not st:
+                        continue
+                    where = _where(group, gi, j)
+                    if self._has_step:
+                        _step_value(st, where)
+                    for name in self._state_names:
+                        if name and st.get(name) is not None:
+                            _check_tensor(st[name], f"state {name!r} of {where}", like=p)
+        except (TypeError, ValueError):
+            self.state, self.param_groups, self._entries = saved
+            raise
+
+    def _check_group(self, group: Dict[str, Any], where: str) -> None:
+        for flag in ("capturable", "differentiable"):
+            if group.get(flag):
+                raise ValueError(f"Invalid {flag}={group[flag]!r} in {where}: not supported "
+                                 f"by fastadam.torch (its kernels step CPU tensors in place, "
+                                 f"outside autograd and CUDA graphs)")
+        for flag in ("foreach", "fused"):
+            if flag in group and group[flag] not in (None, True, False):
+                raise TypeError(f"Invalid {flag}={group[flag]!r} in {where}: expected None "
+                                f"or a bool")
+        if group.get("fused") and group.get("foreach"):
+            raise ValueError(f"Invalid {where}: `fused` and `foreach` cannot be True together")
+        self._check_hyper(group)
+
+    @_no_dynamo
+    def step(self, closure: Optional[Callable[[], Any]] = None):
+        """One optimization step over every param that has a gradient.
+
+        ``closure`` (optional) re-evaluates the model and returns the loss; it runs under
+        ``torch.enable_grad()`` and its result is returned. Every group's options, params,
+        states and gradients are checked before any tensor is written.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with torch.no_grad():
+            work = []
+            for gi, group in enumerate(self.param_groups):
+                params = [p for p in group["params"] if p.grad is not None]
+                if not params:
+                    continue
+                self._check_group(group, f"param_groups[{gi}]")
+                slots = self._slots(group)
+                entry = self._entries.get(gi)
+                if entry is None or not entry.matches(self.state, params, slots):
+                    entry = _Entry(self, gi, group, params, slots)
+                grads, gptrs = entry.grads()
+                runs = entry.runs(self._by_step)
+                for plan, step, _ in runs:
+                    try:
+                        self._call(plan, _core.CHECK_ONLY, group, step)
+                    except (TypeError, ValueError) as e:
+                        raise type(e)(f"param_groups[{gi}]: {e}") from None
+                work.append((entry, group, grads, gptrs, runs))
+            if len(work) > 1 or any(len(w[4]) > 1 for w in work):
+                _check_disjoint(work)
+            for entry, group, grads, _, runs in work:
+                for plan, step, idx in runs:
+                    gl = grads if idx is None else [grads[i] for i in idx]
+                    try:
+                        self._call(plan, gl, group, step)
+                    except (TypeError, ValueError) as e:   # one plan: nothing written yet
+                        raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
+                entry.commit(self)
+                self._advance(entry)
+                if _bump_versions is not None:
+                    _bump_versions(entry.params)
+        return loss
+
+    def _advance(self, entry: _Entry) -> None:
+        entry.steps += 1
+
+
+def _check_disjoint(work) -> None:
+    """With more than one plan in a step, no plan sees the others' tensors: check here that
+    no gradient overlaps anything a kernel writes and that no two groups' params or states
+    overlap, before any kernel runs (one plan checks this for its own tensors)."""
+    lo = np.concatenate([w[0].w_lo for w in work])
+    hi = np.concatenate([w[0].w_hi for w in work])
+    order = np.argsort(lo, kind="stable")
+    lo, hi = lo[order], hi[order]
+    if lo.size > 1 and np.any(lo[1:] < hi[:-1]):
+        raise ValueError("Invalid params: params or optimizer states of different param "
+                         "groups share memory; every param must be a separate buffer")
+    for entry, _, _, gptrs, _ in work:
+        if not lo.size:
+            break
+        glo = np.array(gptrs, dtype=np.uint64)
+        nb = np.array(entry.nbytes, dtype=np.uint64)
+        ghi = glo + nb
+        k = np.searchsorted(lo, ghi, side="left").astype(np.int64) - 1
+        bad = (k >= 0) & (nb > 0) & (hi[np.maximum(k, 0)] > glo)
+        if bad.any():
+            name = entry.names[int(np.flatnonzero(bad)[0])]
+            raise ValueError(f"Invalid grad of {name}: it shares memory with a param or "
+                             f"optimizer state")
+
+
+# ---------------------------------------------------------------------------- optimizers
+
+class Adam(_Optimizer):
+    r"""Adam (torch.optim.Adam's signature, defaults, state and rule) on fastadam's kernel.
+
+    Per param, with ``t`` the 1-based step (``state['step']`` after it is advanced):
+    ``g = -grad if maximize else grad``; weight decay: ``g = g + weight_decay*p`` (L2), or
+    ``p = p*(1 - lr*weight_decay)`` with ``decoupled_weight_decay=True`` (AdamW);
+    ``m = b1*m + (1-b1)*g``; ``v = b2*v + (1-b2)*g*g``; ``bc1 = 1 - b1**t``,
+    ``bc2 = 1 - b2**t``; AMSGrad: ``vmax = max(vmax, v)`` replaces ``v``;
+    ``p = p - (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``.
+
+    State per param: ``step`` (a 0-d float32 tensor, float64 under a float64 default
+    dtype), ``exp_avg`` (m), ``exp_avg_sq`` (v), and ``max_exp_avg_sq`` (vmax) with amsgrad.
+    ``eps`` must be > 0 (torch also accepts 0). ``foreach``/``fused`` are accepted and kept;
+    ``capturable``/``differentiable`` must be False.
+    """
+
+    _kernel = _core.KERNEL_ADAM
+    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _setdefaults = dict(amsgrad=False, maximize=False, foreach=None, capturable=False,
+                        differentiable=False, decoupled_weight_decay=False, fused=None)
+
+    def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
+                 foreach: Optional[bool] = None, maximize: bool = False,
+                 capturable: bool = False, differentiable: bool = False,
+                 fused: Optional[bool] = None, decoupled_weight_decay: bool = False):
+        if isinstance(betas, list):
+            betas = tuple(betas)
+        super().__init__(params, dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            maximize=maximize, foreach=foreach, capturable=capturable,
+            differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay))
+
+    def _check_hyper(self, g):
+        _core.adam_(*_E[:4], step=1, lr=g["lr"], betas=g["betas"], eps=g["eps"],
+                    weight_decay=g["weight_decay"], amsgrad=g["amsgrad"],
+                    max_exp_avg_sq=_E[4], maximize=g["maximize"],
+                    decoupled_weight_decay=bool(g["decoupled_weight_decay"]))
+
+    def _slots(self, g):
+        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if g["amsgrad"] else None)
+
+    def _new_state(self, p, g, st):
+        if st:
+            return {}
+        new = {"step": None,     # the shared step view, set at commit
+               "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+               "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        if g["amsgrad"]:
+            new["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return new
+
+    def _call(self, plan, grads, g, step):
+        plan.adam(grads, int(step) + 1, g["lr"], g["betas"], g["eps"], g["weight_decay"],
+                  g["amsgrad"], g["maximize"], True, bool(g["decoupled_weight_decay"]))
+
+
+class AdamW(Adam):
+    r"""AdamW (torch.optim.AdamW): :class:`Adam` with decoupled weight decay, default 1e-2.
+
+    ``p = p*(1 - lr*weight_decay)``, then the Adam update of :class:`Adam` with
+    ``g = grad`` (``-grad`` with maximize): ``m = b1*m + (1-b1)*g``,
+    ``v = b2*v + (1-b2)*g*g``, ``p = p - (lr/(1-b1**t)) * m / (sqrt(v)/sqrt(1-b2**t) + eps)``
+    (``max(vmax, v)`` in place of ``v`` with amsgrad).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False, foreach: Optional[bool] = None,
+                 capturable: bool = False, differentiable: bool = False,
+                 fused: Optional[bool] = None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+                         maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:   # as torch.optim.AdamW: always decoupled
+            group["decoupled_weight_decay"] = True
+
+
+class SGD(_Optimizer):
+    r"""SGD with momentum, dampening and Nesterov (torch.optim.SGD's signature, defaults,
+    state and rule) on fastadam's kernel.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*p``; with momentum:
+    ``buf = g`` at a param's first step (when it has no ``momentum_buffer`` yet), afterwards
+    ``buf = momentum*buf + (1-dampening)*g``; then ``d = g + momentum*buf`` (nesterov) or
+    ``d = buf``; without momentum ``d = g``; ``p = p - lr*d``.
+
+    State per param: ``momentum_buffer`` (only when momentum != 0; no ``step``, as torch).
+    """
+
+    _kernel = _core.KERNEL_SGD
+    _state_names = ("momentum_buffer", "", "")
+    _has_step = False
+    _setdefaults = dict(nesterov=False, maximize=False, foreach=None, differentiable=False,
+                        fused=False)
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: Optional[bool] = None, differentiable: bool = False,
+                 fused: Optional[bool] = None):
+        super().__init__(params, dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov, maximize=maximize, foreach=foreach,
+            differentiable=differentiable, fused=fused))
+
+    def _check_hyper(self, g):
+        _core.sgd_(*_E[:2], momentum_buffer=_E[2], lr=g["lr"], momentum=g["momentum"],
+                   dampening=g["dampening"], nesterov=g["nesterov"],
+                   weight_decay=g["weight_decay"], maximize=g["maximize"])
+
+    def _slots(self, g):
+        return ("momentum_buffer" if g["momentum"] != 0 else None, None, None)
+
+    def _new_state(self, p, g, st):
+        if g["momentum"] != 0 and st.get("momentum_buffer") is None:
+            # contents do not matter: the first step sets buf = g
+            return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return {}
+
+    def _initial_step(self, st, new, what):
+        return 0.0 if new else 1.0       # 0: the buffer is new, this is its first step
+
+    def _call(self, plan, grads, g, step):
+        plan.sgd(grads, g["lr"], g["momentum"], g["dampening"], g["nesterov"],
+                 g["weight_decay"], g["maximize"], step == 0)
+
+    def _advance(self, entry):
+        entry.steps[:] = 1.0
+
+
+class RMSprop(_Optimizer):
+    r"""RMSprop, optionally centered and with momentum (torch.optim.RMSprop's signature,
+    defaults, state and rule) on fastadam's kernel.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*p``;
+    ``sq = alpha*sq + (1-alpha)*g*g``; centered: ``ga = alpha*ga + (1-alpha)*g``,
+    ``avg = sqrt(sq - ga*ga) + eps``, else ``avg = sqrt(sq) + eps``; with momentum:
+    ``buf = momentum*buf + g/avg``, ``p = p - lr*buf``; else ``p = p - lr*g/avg``.
+
+    State per param: ``step``, ``square_avg`` (sq), ``momentum_buffer`` (buf, when momentum
+    > 0 at the first step) and ``grad_avg`` (ga, when centered at the first step).
+    """
+
+    _kernel = _core.KERNEL_RMSPROP
+    _state_names = ("square_avg", "momentum_buffer", "grad_avg")
+    _by_step = False
+    _setdefaults = dict(momentum=0, centered=False, foreach=None, maximize=False,
+                        differentiable=False, capturable=False)
+
+    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0, momentum: float = 0, centered: bool = False,
+                 capturable: bool = False, foreach: Optional[bool] = None,
+                 maximize: bool = False, differentiable: bool = False):
+        super().__init__(params, dict(
+            lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+            weight_decay=weight_decay, capturable=capturable, foreach=foreach,
+            maximize=maximize, differentiable=differentiable))
+
+    def _check_hyper(self, g):
+        _core.rmsprop_(*_E[:3], momentum_buffer=_E[3], grad_avg=_E[4], lr=g["lr"],
+                       alpha=g["alpha"], eps=g["eps"], weight_decay=g["weight_decay"],
+                       momentum=g["momentum"], centered=g["centered"], maximize=g["maximize"])
+
+    def _slots(self, g):
+        return ("square_avg", "momentum_buffer" if g["momentum"] > 0 else None,
+                "grad_avg" if g["centered"] else None)
+
+    def _new_state(self, p, g, st):
+        if st:
+            return {}
+        new = {"step": None,
+               "square_avg": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        if g["momentum"] > 0:
+            new["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if g["centered"]:
+            new["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return new
+
+    def _call(self, plan, grads, g, step):
+        plan.rmsprop(grads, g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"],
+                     g["centered"], g["maximize"])
