@@ -7,6 +7,8 @@ uses AVX2 or AVX-512 where present. No -march=native.
 
 The flags are in fastadam/_flags.py (read here without importing the package).
 Set FASTADAM_DEBUG=1 to build with bounds checks and assertions on, to hunt a crash.
+Set FASTADAM_SANITIZE=1 to build with AddressSanitizer and UndefinedBehaviorSanitizer
+(fastadam/_flags.py SANITIZE; .ci/sanitize.sh builds and tests such a build).
 """
 
 import os
@@ -18,20 +20,25 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("FASTADAM_DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("FASTADAM_SANITIZE", "") not in ("", "0")
 MACHINE = platform.machine().lower()
 X86_64 = MACHINE in ("x86_64", "amd64")
 
 FLAGS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                      "fastadam", "_flags.py"))
-COMMON = FLAGS["DEBUG"] if DEBUG else FLAGS["COMMON"]
+SAN = FLAGS["SANITIZE"] if SANITIZE else []
+COMMON = (FLAGS["DEBUG"] if DEBUG else FLAGS["COMMON"]) + SAN
 SIMD_TARGETS = {name: flags for name, flags in FLAGS["SIMD_TARGETS"].items()
                 if X86_64 or name == "baseline"}
 
+# A sanitizer build also turns Cython's index checks on; cdivision stays on (C semantics:
+# a float divided by zero gives inf/NaN, as in the build users get).
+CHECKS = DEBUG or SANITIZE
 DIRECTIVES = {
     "language_level": 3,
-    "boundscheck": DEBUG,
-    "wraparound": DEBUG,
-    "initializedcheck": DEBUG,
+    "boundscheck": CHECKS,
+    "wraparound": CHECKS,
+    "initializedcheck": CHECKS,
     "cdivision": not DEBUG,
     "embedsignature": True,
 }
@@ -46,7 +53,7 @@ extensions = [
         include_dirs=include_dirs,
         define_macros=macros,
         extra_compile_args=COMMON + ["-pthread"],
-        extra_link_args=["-pthread"],
+        extra_link_args=["-pthread"] + SAN,
     )
 ]
 for name, flags in SIMD_TARGETS.items():
@@ -57,6 +64,7 @@ for name, flags in SIMD_TARGETS.items():
             include_dirs=include_dirs,
             define_macros=macros,
             extra_compile_args=COMMON + flags,
+            extra_link_args=SAN,
         )
     )
 
