@@ -10,6 +10,8 @@ The flags are in fastadam/_flags.py (read here without importing the package), o
 GCC and Clang, one for MSVC, chosen by the compiler setuptools actually uses.
 Set FASTADAM_DEBUG=1 to build with bounds checks and assertions on, to hunt a crash.
 The version is fastadam.__version__, which pyproject.toml reads.
+Set FASTADAM_SANITIZE=1 to build with AddressSanitizer and UndefinedBehaviorSanitizer
+(fastadam/_flags.py SANITIZE; .ci/sanitize.sh builds and tests such a build).
 """
 
 import os
@@ -26,6 +28,7 @@ from setuptools.command.sdist import sdist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("FASTADAM_DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("FASTADAM_SANITIZE", "") not in ("", "0")
 FLAGS = runpy.run_path(os.path.join(HERE, "fastadam", "_flags.py"))
 SIMD_PATHS = list(FLAGS["SIMD_TARGETS"])
 
@@ -60,13 +63,15 @@ class BuildExt(build_ext):
     def build_extensions(self):
         common, targets, threads = FLAGS["for_compiler"](
             self.compiler.compiler_type, sys.platform, DEBUG)
+        san = FLAGS["SANITIZE"] if SANITIZE else []     # GCC/Clang only: .ci/sanitize.sh
         for ext in self.extensions:
             path = ext.name.rpartition("._simd_")[2] if "._simd_" in ext.name else None
             if path is None:    # fastadam._core: the thread pool
-                ext.extra_compile_args = common + threads
-                ext.extra_link_args = threads
+                ext.extra_compile_args = common + threads + san
+                ext.extra_link_args = threads + san
             else:
-                ext.extra_compile_args = common + targets[path]
+                ext.extra_compile_args = common + targets[path] + san
+                ext.extra_link_args = san
         super().build_extensions()
 
 
@@ -80,11 +85,14 @@ class SDist(sdist):
         super().make_release_tree(base_dir, list(dict.fromkeys([*files, *extra])))
 
 
+# A sanitizer build also turns Cython's index checks on; cdivision stays on (C semantics:
+# a float divided by zero gives inf/NaN, as in the build users get).
+CHECKS = DEBUG or SANITIZE
 DIRECTIVES = {
     "language_level": 3,
-    "boundscheck": DEBUG,
-    "wraparound": DEBUG,
-    "initializedcheck": DEBUG,
+    "boundscheck": CHECKS,
+    "wraparound": CHECKS,
+    "initializedcheck": CHECKS,
     "cdivision": not DEBUG,
     "embedsignature": True,
 }

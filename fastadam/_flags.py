@@ -16,6 +16,15 @@ src/fa_msvc.h, forced into every module with /FI, also says ``#pragma fp_contrac
 COMMON = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-semantic-interposition"]
 DEBUG = ["-O0", "-g", "-ffp-contract=off", "-fno-math-errno"]
 
+# FASTADAM_SANITIZE=1 adds these to every extension's compile and link flags (on top of
+# COMMON, so the sanitizers check the optimised, vectorised loops that ship). Any report is
+# fatal (no recovery), so a test run under .ci/sanitize.sh fails on the first one. Float
+# division by zero is not in "undefined" (IEEE defines it), so inf/NaN results are fine.
+# -fno-wrapv undoes CPython's -fwrapv (in the flags every extension inherits), under which
+# signed overflow wraps and UBSan cannot report it; the code must not rely on wrapping.
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+            "-fno-wrapv", "-fno-omit-frame-pointer", "-g"]
+
 # SIMD path -> extra target flags. "baseline" is plain x86-64 (SSE2) or aarch64 (NEON); the
 # others are built for x86-64 targets only.
 SIMD_TARGETS = {
