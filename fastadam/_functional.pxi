@@ -86,7 +86,8 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999)
     ``step`` is the 1-based number of this step; ``max_exp_avg_sq`` is required with amsgrad.
     """
     _adam(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, amsgrad,
-          max_exp_avg_sq, maximize, bias_correction, decoupled_weight_decay)
+          max_exp_avg_sq, maximize, bias_correction,
+          _flag(decoupled_weight_decay, "decoupled_weight_decay"))
 
 
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,

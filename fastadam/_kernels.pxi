@@ -119,8 +119,8 @@ cdef inline void _adam(const Hyper* h, real* p, const real* g, real* m, real* v,
         v[i] = vi
         if amsgrad:
             wi = vmax[i]
-            # np.maximum's NaN rule for the NaN that matters (a NaN v propagates)
-            wi = wi if wi > vi else vi
+            # np.maximum's NaN rule: a NaN on either side propagates
+            wi = wi if (wi > vi or wi != wi) else vi
             vmax[i] = wi
             vi = wi
         p[i] = pi - step_size * mi / (_sqrt(vi) * inv_sqrt_bc2 + eps)

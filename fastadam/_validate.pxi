@@ -111,6 +111,16 @@ cdef double _real(object x, str name) except? -1.0:
         raise TypeError(f"Invalid {name}: expected a real number, got {x!r}") from None
 
 
+def check_flag(x, name):
+    """An on/off option as a bool; TypeError naming ``name`` if it has no truth value."""
+    return _flag(x, name)
+
+
+def check_nonneg(x, name):
+    """A finite real number >= 0 as a float; TypeError/ValueError naming ``name``."""
+    return _nonneg(x, name)
+
+
 cdef bint _flag(object x, str name) except -1:
     """An on/off option: a bool or anything with an unambiguous truth value."""
     if x is True or x is False:
@@ -157,6 +167,8 @@ cdef Py_ssize_t _step(object x) except -1:
         t = PyLong_AsSsize_t(x if type(x) is int else x.__index__())
     except OverflowError:
         raise ValueError(f"Invalid step: {x!r} (too large)") from None
+    except TypeError:       # an __index__ that refuses: np.array([3]), say
+        raise TypeError(f"Invalid step: expected an int, got {type(x).__name__}") from None
     if t < 1:
         raise ValueError(f"Invalid step: {x!r} (must be >= 1; the first step is 1)")
     return t

@@ -232,7 +232,7 @@ class SGD(Optimizer):
                                       max_grad_norm=max_grad_norm))
 
     def _wanted_slots(self, group):
-        return (group["momentum"] != 0, False, False)
+        return (_core.check_nonneg(group["momentum"], "momentum") != 0, False, False)
 
     def _call(self, grads, step, grad_scale):
         h = self.param_groups[0]
@@ -262,7 +262,8 @@ class RMSprop(Optimizer):
                                       max_grad_norm=max_grad_norm))
 
     def _wanted_slots(self, group):
-        return (True, group["momentum"] != 0, bool(group["centered"]))
+        return (True, _core.check_nonneg(group["momentum"], "momentum") != 0,
+                _core.check_flag(group["centered"], "centered"))
 
     def _call(self, grads, step, grad_scale):
         h = self.param_groups[0]
@@ -297,7 +298,7 @@ class Adam(Optimizer):
                                       nonfinite=nonfinite, max_grad_norm=max_grad_norm))
 
     def _wanted_slots(self, group):
-        return (True, True, bool(group["amsgrad"]))
+        return (True, True, _core.check_flag(group["amsgrad"], "amsgrad"))
 
     def _call(self, grads, step, grad_scale):
         h = self.param_groups[0]

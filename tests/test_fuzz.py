@@ -15,8 +15,10 @@ The oracle, for every call (SPEC §4):
 - or it raises TypeError or ValueError whose message starts with "Invalid", and every
   byte of every array and buffer involved is as it was (for an optimizer: its params, its
   states and its step count too).
-Any other exception fails the test; a crash fails the run. Deviations found here that the
-core does not fix yet are listed under "known deviations", each pinned by a strict xfail.
+Any other exception fails the test; a crash fails the run. What this fuzzer found in the
+core (a NaN in max_exp_avg_sq ignored; step=np.array([3]) and size-2 arrays as flags
+rejected with NumPy's messages, not fastadam's) is fixed and pinned by the regression tests
+at the end of this file.
 
 CI runs a bounded, derandomized number of examples (a fixed set, so the result does not
 vary from run to run). For a longer local run, with fresh random examples each time:
@@ -281,26 +283,6 @@ def array_set(draw, names, dtype, shape, mem, bad=True, odd=6):
     return out
 
 
-# ------------------------------------------------------------------- known deviations
-# What this fuzzer found in fastadam's core and the core does not do yet. Each is pinned by
-# a strict xfail test at the end of this file: when the core is fixed, that test passes,
-# pytest reports it as a failure (XPASS strict), and the exception here goes with it. For
-# such an example the fuzzer still checks everything else (exception type, every byte).
-
-def known_unnamed_rejection(exc, hyper):
-    """Why a rejection whose message does not name its argument is a known deviation, or
-    None (then it is a new one and fails the test)."""
-    arrays = [v for v in hyper.values() if isinstance(v, np.ndarray) and v.size != 1]
-    if isinstance(exc, ValueError) and str(exc).startswith("The truth value of") and arrays:
-        # test_known_truth_value_of_array_hyperparameter
-        return "hyperparameter array of size != 1 tested for truth before validation"
-    step = hyper.get("step")
-    if (isinstance(exc, TypeError) and isinstance(step, np.ndarray) and step.ndim
-            and "scalar index" in str(exc)):
-        return "step as an array: NumPy's __index__ error"   # test_known_step_array
-    return None
-
-
 # ------------------------------------------------------------------- the oracle
 
 def assert_matches(got, want, scale, what):
@@ -340,10 +322,7 @@ def assert_unchanged(snap, what):
 def assert_rejected_cleanly(exc, snap, what, hyper):
     assert_unchanged(snap, what)
     event(f"outcome: {type(exc).__name__}")
-    if not str(exc).startswith("Invalid"):
-        known = known_unnamed_rejection(exc, hyper)
-        assert known, f"{what}: message does not name the argument: {exc}"
-        event(f"known deviation: {known}")
+    assert str(exc).startswith("Invalid"), f"{what}: message does not name the argument: {exc}"
 
 
 def _address(a):
@@ -418,11 +397,6 @@ def check_step(kernel, arrays, before, h, what):
     before it), compare with the reference applied to those copies."""
     positional, optional, _ = KERNELS[kernel]
     ref = {name: a.copy() for name, a in before.items()}
-    if "max_exp_avg_sq" in ref and h.get("amsgrad"):
-        nan = np.isnan(ref["max_exp_avg_sq"])
-        if nan.any():   # KNOWN: fastadam ignores a NaN there; see test_known_amsgrad_nan
-            event("known deviation: NaN in max_exp_avg_sq ignored")
-            ref["max_exp_avg_sq"][nan] = -np.inf
     with np.errstate(all="ignore"):
         getattr(reference, kernel)(*(ref[n] for n in positional),
                                    **{n: ref[n] for n in optional if n in ref}, **h)
@@ -583,45 +557,36 @@ def test_fuzz_optimizer(data):
         canaries_intact(mem, snap, params + opt_arrays(opt))
 
 
-# ------------------------------------------------------------------- known deviations, pinned
+# ------------------------------------------------------------------- what it found, pinned
 
 def _tensor(n=3, dtype=np.float32):
     return [np.zeros(n, dtype) for _ in range(5)]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="known bug: a NaN in max_exp_avg_sq is ignored "
-                   "(vmax = v where v > NaN is false), where np.maximum, torch.maximum and "
-                   "fastadam.reference propagate it")
-def test_known_amsgrad_nan():
+def test_amsgrad_nan_in_max_exp_avg_sq_propagates():
+    # np.maximum's rule (the reference's, and torch.maximum's): a NaN on either side.
     p, g, m, v, vmax = _tensor()
     vmax[1] = np.nan
     fastadam.adam_(p, g, m, v, step=1, amsgrad=True, max_exp_avg_sq=vmax)
     assert np.isnan(vmax[1]) and np.isnan(p[1])
+    assert not np.isnan(vmax[[0, 2]]).any() and not np.isnan(p[[0, 2]]).any()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known bug: step=np.array([3]) "
-                   "raises NumPy's TypeError ('only integer scalar arrays ...'), not one "
-                   "naming step")
-def test_known_step_array():
+def test_step_as_an_array_is_rejected_by_name():
     p, g, *_ = _tensor()
-    with pytest.raises(TypeError) as e:
+    with pytest.raises(TypeError, match="^Invalid step"):
         fastadam.sgd_(p, g, step=np.array([3]))
-    assert str(e.value).startswith("Invalid step")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known bug: a hyperparameter "
-                   "that is an array of size != 1 where a flag (or momentum, in a class) is "
-                   "tested for truth raises NumPy's 'The truth value of an array ...' "
-                   "ValueError, not one naming the argument")
 @pytest.mark.parametrize("make, name", [
     (lambda ps, x: fastadam.adam_(*ps[:4], step=1, decoupled_weight_decay=x),
      "decoupled_weight_decay"),
     (lambda ps, x: fastadam.RMSprop(ps[:1], centered=x), "centered"),
     (lambda ps, x: fastadam.Adam(ps[:1], amsgrad=x), "amsgrad"),
     (lambda ps, x: fastadam.SGD(ps[:1], momentum=x), "momentum"),
-], ids=["adam_ decoupled_weight_decay", "RMSprop centered", "Adam amsgrad", "SGD momentum"])
-def test_known_truth_value_of_array_hyperparameter(make, name):
-    with pytest.raises(ValueError) as e:
+    (lambda ps, x: fastadam.RMSprop(ps[:1], momentum=x), "momentum"),
+], ids=["adam_ decoupled_weight_decay", "RMSprop centered", "Adam amsgrad", "SGD momentum",
+        "RMSprop momentum"])
+def test_array_of_two_as_a_flag_or_number_is_rejected_by_name(make, name):
+    with pytest.raises(TypeError, match=f"^Invalid {name}"):
         make(_tensor(), np.array([0.5, 0.5]))
-    assert str(e.value).startswith(f"Invalid {name}")

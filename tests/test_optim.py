@@ -2,7 +2,6 @@
 functions applied per param with hand-tracked state."""
 
 import copy
-import ctypes
 import math
 import os
 import tracemalloc
@@ -723,14 +722,29 @@ needs_statm = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason=
 FLAT = 1024 * 1024      # bytes: a leak of >= 11 bytes a step over 100,000 steps exceeds it
 
 
+def _rss_growth_in_fresh_process(setup):
+    """_rss_growth in a new interpreter, whose heap holds no memory freed by earlier tests
+    (memory they freed would take a leak's allocations without growing the resident set).
+    ``setup`` is code that defines ``step``."""
+    proc = run_python(f"""
+        import ctypes
+        import numpy as np
+        import test_optim as t
+        {setup}
+        print(t._rss_growth(step))
+        """, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split()[-1])
+
+
 @needs_statm
 @pytest.mark.skipif(_asan_loaded(), reason="AddressSanitizer holds freed memory in its "
                     "quarantine, so resident memory grows by design; the normal run checks it")
 @pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "adam_"])
 def test_resident_memory_flat_over_100000_steps(name):
-    """No native allocation survives a step: 100,000 steps with every state on leave the
-    resident set within 1 MiB of where it was after the warm-up."""
-    grown = _rss_growth(dict(_steppers())[name])
+    """No native allocation survives a step: 100,000 steps with every state on (and the
+    gradient pre-pass) leave the resident set within 1 MiB of where it was after warm-up."""
+    grown = _rss_growth_in_fresh_process(f"step = dict(t._steppers())[{name!r}]")
     assert grown < FLAT, f"resident memory grew by {grown} bytes over 100,000 {name} steps"
 
 
@@ -738,8 +752,7 @@ def test_resident_memory_flat_over_100000_steps(name):
 def test_resident_memory_check_sees_a_small_leak():
     """The measurement above can fail: 64 bytes malloc'ed and never freed per step (the
     size of a small leak in a step's native code) grow the resident set past the bound."""
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype = ctypes.c_void_p
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    grown = _rss_growth(lambda: libc.malloc(64))     # 100,000 x 64 B, never freed
+    grown = _rss_growth_in_fresh_process(
+        "libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; "
+        "libc.malloc.argtypes = [ctypes.c_size_t]; step = lambda: libc.malloc(64)")
     assert grown >= FLAT, f"a 64-byte-per-step leak grew resident memory by only {grown} B"
