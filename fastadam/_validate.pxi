@@ -28,10 +28,12 @@ cdef int _check_array(object obj, str name, cnp.ndarray param, bint writable) ex
         raise ValueError(f"Invalid {name}: its data is not aligned to its itemsize")
     if writable and not cnp.PyArray_ISWRITEABLE(a):
         raise ValueError(f"Invalid {name}: read-only, but it is updated in place")
+    # (A 0-d array's dims pointer may be NULL: memcmp must not see it, even for 0 bytes.)
     if param is not None and (
             cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(param)
-            or memcmp(cnp.PyArray_DIMS(a), cnp.PyArray_DIMS(param),
-                      cnp.PyArray_NDIM(a) * sizeof(cnp.npy_intp)) != 0):
+            or (cnp.PyArray_NDIM(a) > 0
+                and memcmp(cnp.PyArray_DIMS(a), cnp.PyArray_DIMS(param),
+                           cnp.PyArray_NDIM(a) * sizeof(cnp.npy_intp)) != 0)):
         raise ValueError(f"Invalid {name} shape: expected {_shape(param)} (the param's), "
                          f"got {_shape(a)}")
     return 0
