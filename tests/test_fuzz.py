@@ -27,6 +27,7 @@ vary from run to run). For a longer local run, with fresh random examples each t
 and the share of each outcome (``outcome: ok`` / ``TypeError`` / ``ValueError``).
 """
 
+import decimal
 import math
 import operator
 import os
@@ -287,6 +288,16 @@ def array_set(draw, names, dtype, shape, mem, bad=True, odd=6):
 # pytest reports it as a failure (XPASS strict), and the exception here goes with it. For
 # such an example the fuzzer still checks everything else (exception type, every byte).
 
+def known_wrong_type(exc, hyper):
+    """Why an exception other than TypeError/ValueError is a known deviation, or None."""
+    momentum = hyper.get("momentum")
+    if (isinstance(exc, decimal.InvalidOperation) and isinstance(momentum, Decimal)
+            and momentum.is_snan()):
+        # test_known_decimal_snan_momentum
+        return "optimizer compares momentum != 0 before validating it: Decimal('sNaN')"
+    return None
+
+
 def known_unnamed_rejection(exc, hyper):
     """Why a rejection whose message does not name its argument is a known deviation, or
     None (then it is a new one and fails the test)."""
@@ -337,9 +348,17 @@ def assert_unchanged(snap, what):
         assert a.tobytes() == raw, f"{what}: an array or buffer changed"
 
 
+def rejected(exc, hyper):
+    """Whether ``exc`` is a rejection: TypeError/ValueError (or a known deviation)."""
+    return isinstance(exc, (TypeError, ValueError)) or known_wrong_type(exc, hyper)
+
+
 def assert_rejected_cleanly(exc, snap, what, hyper):
     assert_unchanged(snap, what)
     event(f"outcome: {type(exc).__name__}")
+    if known_wrong_type(exc, hyper):
+        event(f"known deviation: {known_wrong_type(exc, hyper)}")
+        return
     if not str(exc).startswith("Invalid"):
         known = known_unnamed_rejection(exc, hyper)
         assert known, f"{what}: message does not name the argument: {exc}"
@@ -469,7 +488,7 @@ def test_fuzz_functional(data):
     shape = data.draw(SHAPES, label="shape")
     passed = positional + tuple(n for n in optional if data.draw(st.booleans(), label=n))
     mem = Memory()
-    arrays = data.draw(array_set(passed, dtype, shape, mem), label="arrays")
+    arrays = data.draw(array_set(passed, dtype, shape, mem, odd=10), label="arrays")
     hyper = data.draw(hyperparameters(kinds, required=("step",) if "adam" in kernel else ()),
                       label="hyper")
     snap = mem.snapshot(arrays.values())
@@ -478,11 +497,14 @@ def test_fuzz_functional(data):
     try:
         fn(*(arrays[n] for n in positional), **{n: arrays[n] for n in optional if n in arrays},
            **hyper)
-    except (TypeError, ValueError) as e:
+    except Exception as e:
+        if not rejected(e, hyper):
+            raise
         note(f"rejected: {type(e).__name__}: {e}")
         assert_rejected_cleanly(e, snap, kernel, hyper)
         return
     event("outcome: ok")
+    arrays = {n: a for n, a in arrays.items() if a is not None}   # None: a state left out
     event(f"ok: {kernel} {dtype}")
     event(f"ok: {'empty' if not math.prod(shape) else f'{len(shape)}-d'}")
     check_step(kernel, arrays, before, as_read(hyper, kinds), kernel)
@@ -547,7 +569,9 @@ def test_fuzz_optimizer(data):
     snap = mem.snapshot(params)
     try:
         opt = cls(dict(zip(keys, params)) if keys else params, **hyper)
-    except (TypeError, ValueError) as e:
+    except Exception as e:
+        if not rejected(e, hyper):
+            raise
         note(f"construction rejected: {type(e).__name__}: {e}")
         assert_rejected_cleanly(e, snap, f"{name}()", hyper)
         return
@@ -565,7 +589,9 @@ def test_fuzz_optimizer(data):
                   for p, st_ in zip(params, states)]
         try:
             opt.step(grads)
-        except (TypeError, ValueError) as e:
+        except Exception as e:
+            if not rejected(e, opt.param_groups[0]):
+                raise
             note(f"step rejected: {type(e).__name__}: {e}")
             assert_rejected_cleanly(e, snap, f"{name}.step", opt.param_groups[0])
             assert opt.step_count == count
@@ -625,3 +651,13 @@ def test_known_truth_value_of_array_hyperparameter(make, name):
     with pytest.raises(ValueError) as e:
         make(_tensor(), np.array([0.5, 0.5]))
     assert str(e.value).startswith(f"Invalid {name}")
+
+
+@pytest.mark.xfail(strict=True, raises=decimal.InvalidOperation, reason="known bug: "
+                   "SGD/RMSprop evaluate momentum != 0 before validating it, so "
+                   "Decimal('sNaN') raises decimal.InvalidOperation, not a ValueError/"
+                   "TypeError naming momentum")
+@pytest.mark.parametrize("cls", [fastadam.SGD, fastadam.RMSprop])
+def test_known_decimal_snan_momentum(cls):
+    with pytest.raises((TypeError, ValueError), match="^Invalid momentum"):
+        cls(_tensor()[:1], momentum=Decimal("sNaN"))
