@@ -16,9 +16,9 @@ The oracle, for every call (SPEC §4):
   byte of every array and buffer involved is as it was (for an optimizer: its params, its
   states and its step count too).
 Any other exception fails the test; a crash fails the run. What this fuzzer found in the
-core (a NaN in max_exp_avg_sq ignored; step=np.array([3]), size-2 arrays as flags and
-Decimal('sNaN') as momentum rejected with NumPy's or decimal's errors, not fastadam's) is fixed and pinned by the regression tests
-at the end of this file.
+core is fixed and pinned by the regression tests at the end of this file: a NaN in
+max_exp_avg_sq was ignored; step=np.array([3]), size-2 arrays as flags and
+Decimal('sNaN') as momentum were rejected with NumPy's or decimal's errors, not fastadam's.
 
 CI runs a bounded, derandomized number of examples (a fixed set, so the result does not
 vary from run to run). For a longer local run, with fresh random examples each time:
