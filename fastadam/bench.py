@@ -191,6 +191,12 @@ def _fmt_us(sec: float) -> str:
     return f"{us:10.2f}" if us < 100 else f"{us:10.0f}"
 
 
+def _fmt_gbs(gbs: float) -> str:
+    # Two significant digits below 1 GB/s (tiny arrays on a slow or instrumented build),
+    # where one decimal would print 0.0.
+    return f"{gbs:7.1f}" if gbs >= 1 else f"{gbs:7.2g}"
+
+
 def run_table(args, out) -> None:
     with_torch = not args.no_torch
     cols = f"{'optimizer':<9} {'dtype':<7} {'n':>10} {'fastadam':>10} {'GB/s':>7} " \
@@ -209,7 +215,7 @@ def run_table(args, out) -> None:
                 gbs = nbytes / t["fastadam"] / 1e9
                 probe_gbs = STREAMS["probe"] * n * np.dtype(dtype).itemsize / t["probe"] / 1e9
                 row = (f"{opt:<9} {np.dtype(dtype).name:<7} {n:>10} {_fmt_us(t['fastadam'])} "
-                       f"{gbs:7.1f} {100 * gbs / probe_gbs:5.0f}% {_fmt_us(t['ref'])} "
+                       f"{_fmt_gbs(gbs)} {100 * gbs / probe_gbs:5.0f}% {_fmt_us(t['ref'])} "
                        f"{t['ref'] / t['fastadam']:6.1f}x {_fmt_us(t['tuned'])} "
                        f"{t['tuned'] / t['fastadam']:6.1f}x")
                 if with_torch and "torch" in t:
