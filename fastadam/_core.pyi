@@ -60,6 +60,6 @@ class Plan:
                 max_grad_norm: Optional[_Real] = ...,
                 grad_scale: Optional[_Real] = ...) -> bool: ...
     def adam(self, grads: Any, step: Any, lr: Any, betas: Any, eps: Any, weight_decay: Any,
-             amsgrad: Any, maximize: Any, bias_correction: Any, decoupled: bool,
+             amsgrad: Any, maximize: Any, bias_correction: Any, decoupled: Any,
              nonfinite: _Nonfinite = ..., max_grad_norm: Optional[_Real] = ...,
              grad_scale: Optional[_Real] = ...) -> bool: ...

@@ -323,13 +323,13 @@ cdef class Plan:
         return self._go(K_RMSPROP, grads, &h, &pol)
 
     def adam(self, grads, step, lr, betas, eps, weight_decay, amsgrad, maximize,
-             bias_correction, bint decoupled, nonfinite="propagate", max_grad_norm=None,
+             bias_correction, decoupled, nonfinite="propagate", max_grad_norm=None,
              grad_scale=None):
         """One Adam/AdamW step over every tensor."""
         cdef Hyper h
         cdef GradPolicy pol
         _adam_hyper(&h, step, lr, betas, eps, weight_decay, amsgrad, maximize,
-                    bias_correction, decoupled)
+                    bias_correction, _flag(decoupled, "decoupled_weight_decay"))
         _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
         self._need(2, h.amsgrad, "amsgrad=True")
         return self._go(K_ADAM, grads, &h, &pol)

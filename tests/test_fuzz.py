@@ -597,8 +597,9 @@ def test_step_as_an_array_is_rejected_by_name():
     (lambda ps, x: fastadam.Adam(ps[:1], amsgrad=x), "amsgrad"),
     (lambda ps, x: fastadam.SGD(ps[:1], momentum=x), "momentum"),
     (lambda ps, x: fastadam.RMSprop(ps[:1], momentum=x), "momentum"),
+    (lambda ps, x: fastadam.Adam(ps[:1], decoupled_weight_decay=x), "decoupled_weight_decay"),
 ], ids=["adam_ decoupled_weight_decay", "RMSprop centered", "Adam amsgrad", "SGD momentum",
-        "RMSprop momentum"])
+        "RMSprop momentum", "Adam decoupled_weight_decay"])
 def test_array_of_two_as_a_flag_or_number_is_rejected_by_name(make, name):
     with pytest.raises(TypeError, match=f"^Invalid {name}"):
         make(_tensor(), np.array([0.5, 0.5]))
