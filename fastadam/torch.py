@@ -237,30 +237,17 @@ class _Entry:
     def grads(self) -> Tuple[List[np.ndarray], List[int]]:
         """Validated NumPy views of the params' gradients, and their data pointers."""
         out, ptrs = [], []
-        for p, pv, name in zip(self.params, self.views, self.names):
+        for p, name in zip(self.params, self.names):
             g = p.grad
             if g.layout is not _STRIDED:
                 raise ValueError(f"Invalid grad of {name}: layout {g.layout}; sparse gradients "
                                  f"are not supported (torch.optim.Adam rejects them too)")
-            if not g.is_contiguous():
-                raise ValueError(f"Invalid grad of {name}: not contiguous (strides "
-                                 f"{g.stride()}); fastadam.torch reads gradients through a "
-                                 f"NumPy view, which needs a contiguous tensor")
-            try:
-                gv = (g.detach() if g.requires_grad else g).numpy()
-            except (RuntimeError, TypeError, ValueError) as e:
-                raise ValueError(f"Invalid grad of {name}: it has no NumPy view ({e})") \
-                    from None
-            if gv.dtype != pv.dtype:
-                raise TypeError(f"Invalid grad of {name} dtype: expected {p.dtype} (the "
-                                f"param's), got {g.dtype}")
-            if gv.shape != pv.shape:
-                raise ValueError(f"Invalid grad of {name} shape: expected {pv.shape} (the "
-                                 f"param's), got {gv.shape}")
+            what = f"grad of {name}"
+            _check_tensor(g, what, like=p)
+            gv = _view(g, what)
             ptr = g.data_ptr()
             if ptr % gv.itemsize:
-                raise ValueError(f"Invalid grad of {name}: its data is not aligned to its "
-                                 f"itemsize")
+                raise ValueError(f"Invalid {what}: its data is not aligned to its itemsize")
             out.append(gv)
             ptrs.append(ptr)
         return out, ptrs
