@@ -435,6 +435,11 @@ def restore_simd_path():
     fastadam.set_simd_path(old)
 
 
+def _draw_simd_path(data):
+    fastadam.set_simd_path(data.draw(st.sampled_from(fastadam.available_simd_paths()),
+                                     label="simd path"))
+
+
 # ------------------------------------------------------------------- functional kernels
 
 @FUZZ
@@ -442,8 +447,7 @@ def restore_simd_path():
 def test_fuzz_functional(data):
     kernel = data.draw(st.sampled_from(sorted(KERNELS)), label="kernel")
     positional, optional, kinds = KERNELS[kernel]
-    fastadam.set_simd_path(data.draw(st.sampled_from(fastadam.available_simd_paths()),
-                                     label="simd path"))
+    _draw_simd_path(data)
     dtype = data.draw(st.sampled_from([F32, F64]), label="dtype")
     shape = data.draw(SHAPES, label="shape")
     passed = positional + tuple(n for n in optional if data.draw(st.booleans(), label=n))
@@ -511,8 +515,7 @@ def grads_for(draw, params, keys, mem):
 def test_fuzz_optimizer(data):
     name = data.draw(st.sampled_from(sorted(CLASSES)), label="class")
     cls, kernel, kinds = CLASSES[name]
-    fastadam.set_simd_path(data.draw(st.sampled_from(fastadam.available_simd_paths()),
-                                     label="simd path"))
+    _draw_simd_path(data)
     mem = Memory()
     n = data.draw(st.integers(1, 3), label="tensors")
     if data.draw(often(15)):      # params carved from one buffer
