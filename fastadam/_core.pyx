@@ -9,7 +9,7 @@ from cpython.long cimport PyLong_AsSsize_t
 from cpython.number cimport PyNumber_Check
 from cpython.ref cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.math cimport isfinite, pow, sqrt
+from libc.math cimport NAN, isfinite, pow, sqrt
 from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcmp
 

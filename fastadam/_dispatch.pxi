@@ -186,18 +186,26 @@ cdef void _run_part(void* ctx, int part, int nparts) noexcept nogil:
             break
 
 
+cdef inline int _nparts(Py_ssize_t total, Py_ssize_t nseg, Py_ssize_t min_per) noexcept nogil:
+    """How many threads a pass over ``total`` elements in ``nseg`` segments should use:
+    at least ``min_per`` elements each (or the tests' override), one for many tiny ones."""
+    cdef int nparts = _num_threads
+    if _min_override:
+        min_per = _min_override
+    if total // min_per < nparts:
+        nparts = <int>(total // min_per)
+    if nseg > 1 and total < nseg * MIN_AVG_SEGMENT:
+        nparts = 1
+    return nparts
+
+
 cdef void _run(int kernel, int dtype, const Hyper* h, const Seg* segs, Py_ssize_t nseg,
                Py_ssize_t total) noexcept nogil:
     """Apply one kernel to every segment, split over threads when large enough."""
     cdef Job job
     cdef Py_ssize_t i
-    cdef int nparts = _num_threads
-    cdef Py_ssize_t min_per = _min_override if _min_override else MIN_PER_THREAD[kernel][dtype]
+    cdef int nparts = _nparts(total, nseg, MIN_PER_THREAD[kernel][dtype])
     job.fn = _table.fn[kernel][dtype]
-    if total // min_per < nparts:
-        nparts = <int>(total // min_per)
-    if nseg > 1 and total < nseg * MIN_AVG_SEGMENT:
-        nparts = 1
     if nparts <= 1:
         for i in range(nseg):
             job.fn(h, &segs[i], 0, segs[i].n)
@@ -282,8 +290,8 @@ cdef double _run_sumsq(int dtype, const Seg* segs, Py_ssize_t nseg, Py_ssize_t t
     """The sum of the squares of every grad element (float64), the same bits at any thread
     count; ``sums`` is scratch space for one double per SUMSQ_BLOCK elements."""
     cdef SumsqJob job
-    cdef int nparts = _num_threads
-    cdef Py_ssize_t b, min_per = _min_override if _min_override else SUMSQ_MIN_PER_THREAD
+    cdef int nparts = _nparts(total, nseg, SUMSQ_MIN_PER_THREAD)
+    cdef Py_ssize_t b
     cdef double sumsq = 0.0
     if total == 0:
         return 0.0
@@ -293,10 +301,6 @@ cdef double _run_sumsq(int dtype, const Seg* segs, Py_ssize_t nseg, Py_ssize_t t
     job.total = total
     job.nblocks = _sumsq_nblocks(total)
     job.sums = sums
-    if total // min_per < nparts:
-        nparts = <int>(total // min_per)
-    if nseg > 1 and total < nseg * MIN_AVG_SEGMENT:
-        nparts = 1
     if nparts > job.nblocks:
         nparts = <int>job.nblocks
     if nparts <= 1:

@@ -112,7 +112,7 @@ cdef class Plan:
             max(self.nb32 + _sumsq_nblocks(self.total64), 1) * sizeof(double))
         if self.blocks == NULL:
             raise MemoryError()
-        self.grad_norm = float("nan")
+        self.grad_norm = NAN
 
     def __dealloc__(self):
         free(self.segs)
@@ -271,7 +271,7 @@ cdef class Plan:
         self.busy = True
         try:
             self._bind(grads)
-            self.grad_norm = float("nan")
+            self.grad_norm = NAN
             if prepass:
                 with nogil:
                     bad = self._prepass()

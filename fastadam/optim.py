@@ -87,9 +87,9 @@ class Optimizer:
         raise NotImplementedError
 
     @staticmethod
-    def _policy(group: Mapping[str, Any], grad_scale) -> Dict[str, Any]:
-        return dict(nonfinite=group["nonfinite"], max_grad_norm=group["max_grad_norm"],
-                    grad_scale=grad_scale)
+    def _policy(group: Mapping[str, Any], grad_scale) -> Tuple[Any, Any, Any]:
+        """The plan's last three arguments: nonfinite, max_grad_norm, grad_scale."""
+        return group["nonfinite"], group["max_grad_norm"], grad_scale
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -238,7 +238,7 @@ class SGD(Optimizer):
         h = self.param_groups[0]
         return self._plan.sgd(grads, h["lr"], h["momentum"], h["dampening"], h["nesterov"],
                               h["weight_decay"], h["maximize"], step == 1,
-                              **self._policy(h, grad_scale))
+                              *self._policy(h, grad_scale))
 
 
 class RMSprop(Optimizer):
@@ -269,7 +269,7 @@ class RMSprop(Optimizer):
         h = self.param_groups[0]
         return self._plan.rmsprop(grads, h["lr"], h["alpha"], h["eps"], h["weight_decay"],
                                   h["momentum"], h["centered"], h["maximize"],
-                                  **self._policy(h, grad_scale))
+                                  *self._policy(h, grad_scale))
 
 
 class Adam(Optimizer):
@@ -305,7 +305,7 @@ class Adam(Optimizer):
         return self._plan.adam(grads, step, h["lr"], h["betas"], h["eps"], h["weight_decay"],
                                h["amsgrad"], h["maximize"], h["bias_correction"],
                                h.get("decoupled_weight_decay", True),
-                               **self._policy(h, grad_scale))
+                               *self._policy(h, grad_scale))
 
 
 class AdamW(Adam):
