@@ -80,8 +80,8 @@ def run_python(code, timeout):
 # or a whole module's at collection, as test_torch_dropin.py's importorskip) must match an
 # entry of JOB's section in tests/allowed_skips.txt, where each entry says why it is
 # allowed; any other skip fails the session (exit status 1) and is named with its reason in
-# the summary. A CI job whose
-# extras stopped installing thus fails instead of passing with fewer tests.
+# the summary. A CI job whose extras stopped installing thus fails instead of passing with
+# fewer tests.
 # FASTADAM_ALLOWED_SKIPS=FILE reads FILE instead of tests/allowed_skips.txt.
 STRICT_SKIPS_ENV = "FASTADAM_STRICT_SKIPS"
 ALLOWED_SKIPS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
