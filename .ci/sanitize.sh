@@ -24,7 +24,10 @@
 #     which path dispatch picks on other CPUs, and the same kernels run natively here on
 #     every SIMD path this CPU has;
 #   - tests/test_optim.py's resident-memory test skips itself: ASan keeps freed memory in
-#     quarantine, so the resident set grows by design (the normal run checks it).
+#     quarantine, so the resident set grows by design (the normal run checks it);
+#   - the venv has the `test` extra only: the tests that need torch or the examples' extra
+#     skip. These skips, and no others, are allowed: --strict-skips=sanitize
+#     (tests/allowed_skips.txt's [sanitize] section) fails the run on any other.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 START=$SECONDS
@@ -105,6 +108,7 @@ cd "$WORK"
 "$PY" -c "import fastadam; fastadam.show_config()"
 set +e
 "$PY" -m pytest -p no:cacheprovider -q --capture=sys --hypothesis-seed=0 "$ROOT/tests" \
+    --strict-skips=sanitize \
     --deselect tests/test_dispatch.py::test_nehalem_runs_baseline_with_the_same_bits \
     --deselect tests/test_dispatch.py::test_haswell_runs_avx2_with_the_same_bits \
     --deselect tests/test_dispatch.py::test_haswell_cannot_be_forced_to_avx512 \

@@ -15,6 +15,7 @@ SIMD_PATHS = ("baseline", "avx2", "avx512")   # from lowest to highest
 
 cdef const KernelTable* _table = NULL
 cdef dict _tables = {}          # path name -> capsule, for the paths this CPU can run
+cdef dict _import_errors = {}   # path name -> why its module did not import, for the same
 _simd_path = None
 
 
@@ -30,14 +31,24 @@ def _load_tables():
             continue
         try:
             mod = importlib.import_module(f"fastadam._simd_{name}")
-        except ImportError:     # not built for this architecture
+            table = mod.table()
+        except Exception as e:
+            # Not built (a build for other architectures too leaves it out), or broken: an
+            # undefined symbol, say. The other paths still run; the error is kept for
+            # show_config() and the tests, which know the paths this CPU must have.
+            _import_errors[name] = f"{type(e).__name__}: {e}"
             continue
-        _tables[name] = mod.table()
+        _tables[name] = table
 
 
 def available_simd_paths():
     """The SIMD paths this CPU can run and this build has, lowest first."""
     return tuple(p for p in SIMD_PATHS if p in _tables)
+
+
+def simd_import_errors():
+    """{path: error} for each SIMD path this CPU can run whose module failed to import."""
+    return dict(_import_errors)
 
 
 def get_simd_path():
@@ -65,6 +76,9 @@ def set_simd_path(path):
 
 def _select_simd():
     _load_tables()
+    if "baseline" not in _tables:
+        raise ImportError(f"fastadam's baseline kernels did not import: "
+                          f"{_import_errors['baseline']}")
     paths = available_simd_paths()
     best = paths[len(paths) - 1]
     want = os.environ.get("FASTADAM_SIMD", "").strip().lower()

@@ -49,6 +49,8 @@ def config() -> Dict[str, Any]:
         # what the OS lists; the paths below follow CPUID (see cpu_features)
         "os_cpu_features": cpu_features(),
         "simd_paths_available": list(_core.available_simd_paths()),
+        # paths this CPU can run whose module did not import: {path: the error}
+        "simd_paths_broken": _core.simd_import_errors(),
         "simd_path": _core.get_simd_path(),
         "threads": _core.get_num_threads(),
         "build_flags": {"common": " ".join(_COMMON),
@@ -58,10 +60,13 @@ def config() -> Dict[str, Any]:
 
 
 def show_config() -> None:
-    """Print version and location, build flags, SIMD paths (available and selected) and
-    threads."""
+    """Print version and location, build flags, SIMD paths (available, broken, selected)
+    and threads."""
     for key, value in config().items():
         if isinstance(value, dict):
+            if not value:
+                print(f"{key + ':':<22}none")
+                continue
             print(f"{key}:")
             for k, v in value.items():
                 print(f"  {k:<9} {v}")

@@ -10,7 +10,8 @@ tolerances) and, bit for bit, against this process's results on every path it ha
 
     Nehalem   SSE4.2, no AVX            -> must select 'baseline'
     Haswell   AVX2 and FMA, no AVX-512  -> must select 'avx2'
-    native    this machine              -> must select its best path
+    native    this machine              -> must have the paths its own feature flags call
+                                           for (tests/cpu_expect.py) and select the highest
 
 qemu 7.2's TCG cannot emulate AVX-512, so 'avx512' is only checked natively (where the host
 has it). Exits non-zero if any check fails, or, with --require-qemu, if the emulated models
@@ -31,6 +32,7 @@ import subprocess
 import sys
 
 import fastadam
+from cpu_expect import expected_simd_paths
 
 QEMU = shutil.which("qemu-x86_64")
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
@@ -104,16 +106,20 @@ def reference_errors(F, R):
     return errors
 '''
 
-# What a subprocess reports: the path it chose, the paths it has, its thread count and the
-# warnings raised while importing fastadam.
+# What a subprocess reports: the path it chose, the paths it has, the SIMD modules that
+# failed to import and those it imported, its thread count and the warnings raised while
+# importing fastadam.
 PROBE = r'''
 import json
+import sys
 import warnings
 
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import fastadam
 info = {"path": fastadam.get_simd_path(), "available": list(fastadam.available_simd_paths()),
+        "broken": fastadam._core.simd_import_errors(),
+        "modules": sorted(m for m in sys.modules if m.startswith("fastadam._simd_")),
         "threads": fastadam.get_num_threads(),
         "warnings": [[w.category.__name__, str(w.message)] for w in caught]}
 '''
@@ -173,7 +179,9 @@ def native_digests():
 
 
 # model -> (qemu -cpu name or None for native, paths it must have, an AVX feature qemu must
-# emulate for the model to be what it names)
+# emulate for the model to be what it names). The native CPU's paths come from its own
+# feature flags (cpu_expect.py); an emulated one's from its model, since /proc/cpuinfo shows
+# the host under qemu-user.
 MODELS = {
     "native": (None, None, None),
     "Haswell": ("Haswell", ["baseline", "avx2"], "avx2"),
@@ -185,7 +193,11 @@ def check(model, expected_digests):
     """Run ``model``; return (summary row, [problems])."""
     cpu, must_have, feature = MODELS[model]
     if must_have is None:
-        must_have = list(fastadam.available_simd_paths())
+        must_have = expected_simd_paths()
+        if must_have is None:
+            return ((model, "?", "?", "?", "?"),
+                    [f"this OS lists no CPU features to derive the expected paths from "
+                     f"({sys.platform})"])
     code = (WITH_DIGESTS + "import fastadam.reference\nfastadam.show_config()\n"
             'info["reference_errors"] = reference_errors(fastadam, fastadam.reference)\n'
             'info["file"] = fastadam.__file__\n')
@@ -200,6 +212,11 @@ def check(model, expected_digests):
         problems.append(f"imported {info['file']}, not {fastadam.__file__}")
     if info["available"] != must_have:
         problems.append(f"has paths {info['available']}, expected {must_have}")
+    beyond = [m for m in info["modules"] if m.rpartition("_simd_")[2] not in must_have]
+    if beyond:
+        problems.append(f"imported modules this CPU cannot run: {beyond}")
+    if info["broken"]:
+        problems.append(f"SIMD modules that failed to import: {info['broken']}")
     if info["path"] != must_have[-1]:
         problems.append(f"selected {info['path']!r}, expected {must_have[-1]!r}")
     if info["warnings"]:

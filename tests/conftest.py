@@ -1,5 +1,7 @@
-"""Shared helpers for fastadam's tests: SIMD-path fixture, random arrays, SPEC §2 tolerances."""
+"""Shared helpers for fastadam's tests: SIMD-path fixture, random arrays, SPEC §2 tolerances,
+and the strict-skip check CI runs with (FASTADAM_STRICT_SKIPS, below)."""
 
+import fnmatch
 import os
 import subprocess
 import sys
@@ -70,3 +72,115 @@ def run_python(code, timeout):
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         raise AssertionError(f"child process did not finish within {timeout}s (hung?); "
                              f"its output so far:\n{out}") from None
+
+
+# ---------------------------------------------------------------------------- strict skips
+
+# --strict-skips=JOB (or FASTADAM_STRICT_SKIPS=JOB): every skip of the session (a test's,
+# or a whole module's at collection, as test_torch_dropin.py's importorskip) must match an
+# entry of JOB's section in tests/allowed_skips.txt, where each entry says why it is
+# allowed; any other skip fails the session (exit status 1) and is named with its reason in
+# the summary. A CI job whose extras stopped installing thus fails instead of passing with
+# fewer tests.
+# FASTADAM_ALLOWED_SKIPS=FILE reads FILE instead of tests/allowed_skips.txt.
+STRICT_SKIPS_ENV = "FASTADAM_STRICT_SKIPS"
+ALLOWED_SKIPS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  "allowed_skips.txt")
+
+
+def load_allowed_skips(path, job):
+    """[(test id pattern, reason substring, why)] of section ``[job]`` of ``path``.
+
+    Each entry is one line ``PATTERN | REASON | WHY``: PATTERN matches the skipped test's id
+    (fnmatch: ``*`` for any text, e.g. ``tests/test_x.py::test_y[*]``), REASON must occur in
+    the skip's reason, and WHY says why the job may skip it. ``#`` starts a comment line."""
+    sections, current = {}, None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                current = sections.setdefault(line[1:-1].strip(), [])
+                continue
+            parts = [p.strip() for p in line.split("|")]
+            if current is None or len(parts) != 3 or not all(parts):
+                raise pytest.UsageError(f"{path}:{lineno}: expected 'PATTERN | REASON | WHY' "
+                                        f"inside a [job] section, got {line!r}")
+            current.append(tuple(parts))
+    if job not in sections:
+        raise pytest.UsageError(f"{STRICT_SKIPS_ENV}={job!r}: {path} has no [{job}] section "
+                                f"(it has {sorted(sections)})")
+    return sections[job]
+
+
+def skip_reason(report):
+    """The reason pytest gives for a skipped test or module."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+    else:
+        reason = str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+class StrictSkips:
+    """Records every skip; at the end, fails the session on any its job does not allow."""
+
+    def __init__(self, job, path, allowed):
+        self.job, self.path, self.allowed = job, path, allowed
+        self.skips = []         # (test id, reason)
+        self.unexpected = []
+        self.used = set()
+
+    def _record(self, report):
+        if report.skipped and not hasattr(report, "wasxfail"):
+            self.skips.append((report.nodeid, skip_reason(report)))
+
+    def pytest_runtest_logreport(self, report):
+        self._record(report)
+
+    def pytest_collectreport(self, report):
+        self._record(report)    # a module skipped as a whole, at import
+
+    def _allowed(self, nodeid, reason):
+        for i, (pattern, substring, _) in enumerate(self.allowed):
+            if fnmatch.fnmatchcase(nodeid, pattern) and substring in reason:
+                self.used.add(i)
+                return True
+        return False
+
+    def pytest_sessionfinish(self, session):
+        self.unexpected = [(n, r) for n, r in self.skips if not self._allowed(n, r)]
+        if self.unexpected and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter):
+        tr = terminalreporter
+        tr.section(f"strict skips: [{self.job}] of {self.path}")
+        tr.line(f"{len(self.skips)} skipped, {len(self.unexpected)} not allowed")
+        for nodeid, reason in self.skips:
+            mark = "NOT ALLOWED" if (nodeid, reason) in self.unexpected else "allowed"
+            tr.line(f"  {mark:<11} {nodeid}: {reason}")
+        for i, (pattern, substring, _) in enumerate(self.allowed):
+            if i not in self.used:
+                tr.line(f"  (allowed, not seen: {pattern} | {substring})")
+        if self.unexpected:
+            tr.line(f"FAILED: {len(self.unexpected)} skip(s) not allowed in [{self.job}]: "
+                    + "; ".join(f"{n} ({r})" for n, r in self.unexpected), red=True)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--strict-skips", metavar="JOB", default=None,
+                     help="fail the session on any skip that section [JOB] of "
+                          "tests/allowed_skips.txt does not allow (default: "
+                          f"${STRICT_SKIPS_ENV})")
+
+
+def pytest_configure(config):
+    job = config.getoption("strict_skips")
+    job = (job if job is not None else os.environ.get(STRICT_SKIPS_ENV, "")).strip()
+    if job:
+        path = os.environ.get("FASTADAM_ALLOWED_SKIPS", "").strip() or ALLOWED_SKIPS_FILE
+        config.pluginmanager.register(
+            StrictSkips(job, path, load_allowed_skips(path, job)), "fastadam-strict-skips")

@@ -8,6 +8,9 @@ and 'avx2' from what CPUID reports, and that the emulated runs give the bits thi
 gets natively on every path it has (including 'avx512' where the host has it: qemu 7.2's
 TCG cannot emulate AVX-512, so that path is only checked natively).
 
+Natively, the paths this CPU must get come from its own feature flags (tests/cpu_expect.py),
+not from the package: a path that is not built, or whose module fails to import, fails here.
+
 NumPy 2.x's own baseline is x86-64-v2 (SSE3, SSSE3, SSE4.1, SSE4.2, POPCNT), which Nehalem
 has, so NumPy itself runs under ``-cpu Nehalem``; it could not under an older model.
 """
@@ -23,6 +26,7 @@ import fastadam.reference
 from check_cpus import (HERE, PROBE, QEMU, WITH_DIGESTS, WORKLOAD, X86_64, child_env,
                         not_emulated, probe, reference_errors)
 from check_cpus import native_digests as _native_digests
+from cpu_expect import expected_simd_paths, linux_cpu_flags, macos_cpu_flags, paths_for
 
 needs_qemu = pytest.mark.skipif(QEMU is None or not X86_64,
                                 reason="needs qemu-x86_64 (qemu-user) on an x86-64 machine")
@@ -32,6 +36,14 @@ def _probe(env=None, cpu=None, with_digests=False):
     """check_cpus.probe, with or without the workload's digests: (info, stderr)."""
     info, _, stderr = probe(cpu=cpu, env=env, code=WITH_DIGESTS if with_digests else "")
     return info, stderr
+
+
+def _expected():
+    """The paths this CPU must get (from its feature flags); skip where the OS lists none."""
+    expected = expected_simd_paths()
+    if expected is None:
+        pytest.skip(f"this OS ({sys.platform}) lists no CPU features to derive the paths from")
+    return expected
 
 
 def _skip_unless_emulated(stderr, feature):
@@ -82,6 +94,8 @@ def test_nehalem_runs_baseline_with_the_same_bits(native_digests):
     info, _ = _probe(cpu="Nehalem", with_digests=True)
     assert info["path"] == "baseline"
     assert info["available"] == ["baseline"]          # neither avx2 nor avx512
+    assert info["modules"] == ["fastadam._simd_baseline"]   # the others were not imported
+    assert info["broken"] == {}
     assert info["warnings"] == []
     assert info["digests"] == native_digests["baseline"]
 
@@ -92,6 +106,8 @@ def test_haswell_runs_avx2_with_the_same_bits(native_digests):
     _skip_unless_emulated(stderr, "avx2")
     assert info["path"] == "avx2"
     assert info["available"] == ["baseline", "avx2"]  # no avx512
+    assert "fastadam._simd_avx512" not in info["modules"]
+    assert info["broken"] == {}
     assert info["warnings"] == []
     for path, expected in native_digests.items():
         assert info["digests"] == expected, f"Haswell/avx2 differs from native {path!r}"
@@ -111,8 +127,8 @@ def test_haswell_cannot_be_forced_to_avx512():
 @pytest.mark.parametrize("path", ["baseline", "avx2", " AVX2 "])
 def test_fastadam_simd_forces_the_path(path):
     want = path.strip().lower()
-    if want not in fastadam.available_simd_paths():
-        pytest.skip(f"this CPU or build has no {want!r} path")
+    if want not in _expected():
+        pytest.skip(f"this CPU has no {want!r} path")
     info, _ = _probe(env={"FASTADAM_SIMD": path})
     assert info["path"] == want
     assert info["warnings"] == []
@@ -128,10 +144,73 @@ def test_invalid_fastadam_simd_warns_and_uses_the_best_path():
                            f"Choose from {fastadam.available_simd_paths()}.")]
 
 
-def test_default_path_is_the_best():
-    info, _ = _probe()
-    assert info["path"] == fastadam.available_simd_paths()[-1]
+def test_this_cpu_gets_every_path_its_features_call_for():
+    # The CPU's flags, not the package's list: a path missing from the build, or whose module
+    # fails to import (an undefined symbol, say), fails here with the module's error.
+    expected = _expected()
+    broken = fastadam._core.simd_import_errors()
+    assert broken == {}, f"SIMD modules that failed to import: {broken}"
+    assert list(fastadam.available_simd_paths()) == expected
+
+
+def test_default_path_is_the_highest_the_cpu_calls_for():
+    expected = _expected()
+    info, _ = _probe()      # without FASTADAM_* settings
+    assert info["path"] == expected[-1]
+    assert info["available"] == expected
+    assert info["broken"] == {}
     assert info["warnings"] == []
+
+
+def test_a_broken_simd_module_is_reported_and_the_rest_run():
+    # An import that fails (here: raised by an import hook, as an undefined symbol would be)
+    # leaves that path out, keeps its error for show_config(), and dispatch takes the best
+    # of the others; a CPU without the path never imports its module (it is not broken).
+    expected = _expected()
+    if len(expected) < 2:
+        pytest.skip("this CPU calls for the baseline path only")
+    top = expected[-1]
+    hook = f"""
+import importlib.abc
+import sys
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "fastadam._simd_{top}":
+            raise ImportError("injected: undefined symbol fa_{top}_table")
+
+sys.meta_path.insert(0, Refuse())
+"""
+    code = hook + PROBE + "fastadam.show_config()\nprint(json.dumps(info))\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(), timeout=120, cwd=HERE)
+    assert proc.returncode == 0, proc.stderr
+    *printed, last = proc.stdout.strip().splitlines()
+    info = json.loads(last)
+    error = f"ImportError: injected: undefined symbol fa_{top}_table"
+    assert info["broken"] == {top: error}
+    assert info["available"] == expected[:-1]
+    assert info["path"] == expected[-2]
+    assert "simd_paths_broken:" in printed
+    assert f"  {top:<9} {error}" in printed
+
+
+def test_expected_paths_follow_the_flags():
+    # cpu_expect's table itself, on flag sets of known CPUs (as /proc/cpuinfo names them).
+    nehalem = {"sse", "sse2", "ssse3", "sse4_1", "sse4_2", "popcnt"}
+    haswell = nehalem | {"xsave", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2"}
+    skylake_x = haswell | {"avx512f", "avx512vl", "avx512dq", "avx512bw", "avx512cd"}
+    assert paths_for(nehalem, "x86_64") == ["baseline"]
+    assert paths_for(haswell, "x86_64") == ["baseline", "avx2"]
+    assert paths_for(skylake_x, "AMD64") == ["baseline", "avx2", "avx512"]
+    assert paths_for(haswell - {"fma"}, "x86_64") == ["baseline"]      # dispatch needs FMA
+    assert paths_for(skylake_x - {"avx512bw"}, "x86_64") == ["baseline", "avx2"]
+    assert paths_for(skylake_x - {"avx2"}, "x86_64") == ["baseline"]   # no AVX-512 alone
+    assert paths_for(skylake_x, "aarch64") == ["baseline"]             # only x86-64 has more
+    assert linux_cpu_flags("processor\t: 0\nflags\t\t: fpu avx2 fma\nbugs\t: x\n") == {
+        "fpu", "avx2", "fma"}
+    assert paths_for(macos_cpu_flags("FPU AVX1.0 FMA\nAVX2 AVX512F AVX512DQ AVX512BW "
+                                     "AVX512VL\n"), "x86_64") == ["baseline", "avx2", "avx512"]
 
 
 def test_fastadam_num_threads():
