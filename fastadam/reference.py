@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-__all__ = ["sgd_", "rmsprop_", "adam_", "adamw_"]
+__all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "adagrad_", "adadelta_", "adamax_",
+           "nadam_", "radam_", "rprop_", "asgd_"]
 
 
 def _preamble(param, grad, weight_decay, maximize):
@@ -107,3 +108,184 @@ def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999
     adam_(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, betas=betas, eps=eps,
           weight_decay=weight_decay, amsgrad=amsgrad, max_exp_avg_sq=max_exp_avg_sq,
           maximize=maximize, bias_correction=bias_correction, decoupled_weight_decay=True)
+
+
+# ---------------------------------------------------------------------------- torch.optim's
+# elementwise family. Each follows torch.optim 2.13's for-loop implementation (its
+# ``_single_tensor_<name>``), operation by operation, so that float64 agrees with torch to a
+# few ulps after many steps: ``a.lerp_(b, w)`` is :func:`_lerp`, ``a.addcmul_(x, y, value=c)``
+# is ``a + c*x*y``, ``a.addcdiv_(x, y, value=c)`` is ``a + c*x/y``. A per-tensor scalar state
+# (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) is a 0-d array updated in place, in its
+# own dtype: torch keeps these in float32 unless its default dtype is float64.
+
+
+def _lerp(start, end, weight):
+    """``start + weight*(end - start)``, computed as torch's CPU lerp does (from the nearer
+    end, so that weight 1 gives ``end`` exactly)."""
+    if weight < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1 - weight)
+
+
+def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+             eps=1e-10, maximize=False):
+    """One Adagrad step, in place.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``clr = lr / (1 + (step-1)*lr_decay)``; ``state_sum = state_sum + g*g``;
+    ``param = param - clr*g / (sqrt(state_sum) + eps)``. A new state_sum starts at
+    ``initial_accumulator_value`` (torch.optim.Adagrad's option, 0 by default).
+    """
+    g = _preamble(param, grad, weight_decay, maximize)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    state_sum[...] = state_sum + g * g
+    std = np.sqrt(state_sum) + eps
+    param[...] = param + (-clr) * g / std
+
+
+def adadelta_(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6,
+              weight_decay=0.0, maximize=False):
+    """One Adadelta step, in place.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``square_avg = rho*square_avg + (1-rho)*g*g``;
+    ``delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g``;
+    ``acc_delta = rho*acc_delta + (1-rho)*delta*delta``; ``param = param - lr*delta``.
+    """
+    g = _preamble(param, grad, weight_decay, maximize)
+    square_avg[...] = square_avg * rho + (1 - rho) * g * g
+    std = np.sqrt(square_avg + eps)
+    delta = np.sqrt(acc_delta + eps) / std * g
+    acc_delta[...] = acc_delta * rho + (1 - rho) * delta * delta
+    param[...] = param + (-lr) * delta
+
+
+def adamax_(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+            weight_decay=0.0, maximize=False):
+    """One Adamax step, in place.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``exp_avg = lerp(exp_avg, g, 1-b1)``; ``exp_inf = maximum(b2*exp_inf, |g| + eps)``;
+    ``param = param - (lr / (1 - b1**step)) * exp_avg / exp_inf``.
+    """
+    beta1, beta2 = betas
+    g = _preamble(param, grad, weight_decay, maximize)
+    exp_avg[...] = _lerp(exp_avg, g, 1 - beta1)
+    exp_inf[...] = np.maximum(exp_inf * beta2, np.abs(g) + eps)   # NaN propagates
+    clr = lr / (1 - beta1 ** step)
+    param[...] = param + (-clr) * exp_avg / exp_inf
+
+
+def _weight_decay(param, grad, lr, weight_decay, maximize, decoupled):
+    g = -grad if maximize else grad
+    if weight_decay != 0:
+        if decoupled:
+            param[...] = param * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * param
+    return g
+
+
+def nadam_(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3,
+           betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+           decoupled_weight_decay=False, maximize=False):
+    """One NAdam step, in place; ``mu_product`` is the per-tensor product of the momentum
+    coefficients so far (a 0-d array, 1 before the first step).
+
+    ``g`` as in :func:`adam_` (L2 or decoupled weight decay);
+    ``mu = b1*(1 - 0.5*0.96**(step*momentum_decay))``, ``mu_next`` the same at ``step+1``;
+    ``mu_product = mu_product*mu``; ``exp_avg = lerp(exp_avg, g, 1-b1)``;
+    ``exp_avg_sq = b2*exp_avg_sq + (1-b2)*g*g``;
+    ``denom = sqrt(exp_avg_sq / (1 - b2**step)) + eps``;
+    ``param = param - lr*(1-mu)/(1-mu_product) * g/denom
+    - lr*mu_next/(1 - mu_product*mu_next) * exp_avg/denom``.
+    """
+    beta1, beta2 = betas
+    bc2 = 1 - beta2 ** step
+    g = _weight_decay(param, grad, lr, weight_decay, maximize, decoupled_weight_decay)
+    mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+    mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
+    mu_product[...] = mu_product * mu
+    prod = float(mu_product)
+    exp_avg[...] = _lerp(exp_avg, g, 1 - beta1)
+    exp_avg_sq[...] = exp_avg_sq * beta2 + (1 - beta2) * g * g
+    denom = np.sqrt(exp_avg_sq / bc2) + eps
+    param[...] = param + (-lr * (1.0 - mu) / (1.0 - prod)) * g / denom
+    param[...] = param + ((-lr * mu_next) / (1.0 - prod * mu_next)) * exp_avg / denom
+
+
+def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+           weight_decay=0.0, decoupled_weight_decay=False, maximize=False):
+    """One RAdam step, in place.
+
+    ``g`` as in :func:`adam_`; ``exp_avg = lerp(exp_avg, g, 1-b1)``;
+    ``exp_avg_sq = b2*exp_avg_sq + (1-b2)*g*g``; ``bc1 = 1 - b1**step``,
+    ``bc2 = 1 - b2**step``; ``rho_inf = 2/(1-b2) - 1``,
+    ``rho_t = rho_inf - 2*step*b2**step/bc2``. If ``rho_t > 5``:
+    ``rect = sqrt((rho_t-4)*(rho_t-2)*rho_inf / ((rho_inf-4)*(rho_inf-2)*rho_t))`` and
+    ``param = param - exp_avg/bc1 * lr * sqrt(bc2)/(sqrt(exp_avg_sq) + eps) * rect``;
+    otherwise ``param = param - exp_avg/bc1 * lr``.
+    """
+    beta1, beta2 = betas
+    g = _weight_decay(param, grad, lr, weight_decay, maximize, decoupled_weight_decay)
+    exp_avg[...] = _lerp(exp_avg, g, 1 - beta1)
+    exp_avg_sq[...] = exp_avg_sq * beta2 + (1 - beta2) * g * g
+    bc1 = 1 - beta1 ** step
+    bc2 = 1 - beta2 ** step
+    corrected = exp_avg / bc1
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2 ** step) / bc2
+    if rho_t > 5.0:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        adaptive = (bc2 ** 0.5) / (np.sqrt(exp_avg_sq) + eps)
+        param[...] = param - corrected * lr * adaptive * rect
+    else:
+        param[...] = param - corrected * lr
+
+
+def rprop_(param, grad, prev, step_size, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50),
+           maximize=False):
+    """One Rprop step, in place; ``step_size`` holds each element's step size (``lr`` before
+    the first step), ``prev`` the previous step's gradient (0 before the first).
+
+    ``g = -grad if maximize else grad``; ``s = sign(g*prev)``; ``eta = etaplus`` where
+    ``s > 0``, ``etaminus`` where ``s < 0``, 1 where ``s == 0``;
+    ``step_size = clip(step_size*eta, step_sizes[0], step_sizes[1])``; ``g = 0`` where
+    ``eta == etaminus``; ``param = param - sign(g)*step_size``; ``prev = g``. (``lr`` only
+    sets the initial step sizes.)
+    """
+    etaminus, etaplus = etas
+    lo, hi = step_sizes
+    g = -grad if maximize else grad
+    s = np.sign(g * prev)
+    eta = s.copy()
+    eta[s > 0] = etaplus
+    eta[s < 0] = etaminus
+    eta[s == 0] = 1
+    step_size[...] = np.clip(step_size * eta, lo, hi)
+    g = np.where(eta == eta.dtype.type(etaminus), 0, g).astype(param.dtype)
+    param[...] = param + (-1) * np.sign(g) * step_size
+    prev[...] = g
+
+
+def asgd_(param, grad, ax, eta, mu, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
+          weight_decay=0.0, maximize=False):
+    """One ASGD step, in place; ``eta`` and ``mu`` are the per-tensor step size and
+    averaging rate (0-d arrays: ``lr`` and 1 before the first step), ``ax`` the average.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``param = param*(1 - lambd*eta) - eta*g``; ``ax = ax + (param - ax)*mu`` (``ax = param``
+    while ``mu == 1``); then ``eta = lr / (1 + lambd*lr*step)**alpha`` and
+    ``mu = 1 / max(1, step - t0)``.
+    """
+    g = _preamble(param, grad, weight_decay, maximize)
+    eta_value = float(eta)
+    param[...] = param * (1 - lambd * eta_value)
+    param[...] = param + (-eta_value) * g
+    if float(mu) != 1:
+        ax[...] = ax + (param - ax) * param.dtype.type(mu[()])
+    else:
+        ax[...] = param
+    eta[...] = lr / ((1 + lambd * lr * step) ** alpha)
+    mu[...] = 1 / max(1, step - t0)
