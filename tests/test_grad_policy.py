@@ -17,8 +17,8 @@ from test_optim import (
 )
 
 f32, f64 = np.float32, np.float64
-# A watchdog for a hang, not a speed limit: a thread's steps take seconds; 300 s leaves room for
-# a loaded machine and the sanitizer build (several times slower).
+# A watchdog for a hang, not a speed limit: a thread's steps take seconds; 300 s leaves
+# room for a loaded machine and the sanitizer build (several times slower).
 WATCHDOG_S = 300
 
 # Sizes around the pre-pass's 32 lanes and 4096-element blocks, mixed dtypes, one empty.
@@ -98,7 +98,6 @@ def _run_against(oracle_cls, cls, hyper, specs, policy, steps=6, norm_rtol=None)
             assert opt.grad_norm == pytest.approx(oracle.norm, rel=rtol, abs=0), f"step {t}"
         assert (opt.grad_norm is None) == (nonfinite == "propagate" and max_grad_norm is None)
         compare_with_oracle(opt, arrays, oracle, f"step {t}")
-    return opt
 
 
 def compare_with_oracle(opt, arrays, oracle, where):
