@@ -234,7 +234,7 @@ def test_functional_none_for_required_array(kernel, slot):
                          slot=slot)
     env = dict(os.environ, PYTHONPATH=FASTADAM_ROOT)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=60, cwd=os.path.dirname(__file__))
+                          env=env, timeout=300, cwd=os.path.dirname(__file__))
     if proc.returncode < 0:
         pytest.fail(f"{kernel} with {slot}=None crashed the interpreter "
                     f"({signal.Signals(-proc.returncode).name})")

@@ -28,6 +28,10 @@ from check_cpus import (HERE, PROBE, QEMU, WITH_DIGESTS, WORKLOAD, X86_64, child
 from check_cpus import native_digests as _native_digests
 from cpu_expect import expected_simd_paths, linux_cpu_flags, macos_cpu_flags, paths_for
 
+# A watchdog for a hang, not a speed limit: the child takes seconds; 300 s leaves room for
+# a loaded machine and the sanitizer build (several times slower).
+WATCHDOG_S = 300
+
 needs_qemu = pytest.mark.skipif(QEMU is None or not X86_64,
                                 reason="needs qemu-x86_64 (qemu-user) on an x86-64 machine")
 
@@ -234,9 +238,10 @@ print(json.dumps(out))
 '''
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env=child_env(), timeout=15, cwd=HERE)
-    except subprocess.TimeoutExpired:
-        pytest.fail("a threaded step hung (no result after 15 s)")
+                              env=child_env(), timeout=WATCHDOG_S, cwd=HERE)
+    except subprocess.TimeoutExpired as e:
+        out = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        pytest.fail(f"a threaded step hung (no result after {WATCHDOG_S} s); stderr:\n{out}")
     assert proc.returncode == 0, proc.stderr
     runs = json.loads(proc.stdout.strip().splitlines()[-1])
     first = runs["baseline/1"]

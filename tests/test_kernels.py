@@ -12,6 +12,9 @@ import fastadam
 from fastadam import reference
 from conftest import DTYPES, assert_close, rand, run_python
 
+# A watchdog for a hang, not a speed limit: the child takes seconds; 300 s leaves room for
+# a loaded machine and the sanitizer build (several times slower).
+WATCHDOG_S = 300
 KINDS = ("sgd", "rmsprop", "adam", "adamw")
 # Sizes around every SIMD width (4/8/16 lanes) and unroll, so vector bodies and tails both run.
 SMALL_SIZES = (0, 1, 3, 15, 16, 17, 31, 33, 1000)
@@ -307,7 +310,7 @@ def test_thread_counts_bit_identical():
     Runs in a child process (which sets and restores its own thread count), so that a hang
     in the native thread pool fails this test instead of freezing the test session.
     """
-    r = run_python(THREAD_CHILD, timeout=20)
+    r = run_python(THREAD_CHILD, timeout=WATCHDOG_S)
     assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr
 
 

@@ -10,6 +10,9 @@ import pytest
 import fastadam
 from conftest import run_python
 
+# A watchdog for a hang, not a speed limit: the child takes seconds; 300 s leaves room for
+# a loaded machine and the sanitizer build (several times slower).
+WATCHDOG_S = 300
 N = 300_001        # above every kernel's threshold for 2 threads
 
 
@@ -39,7 +42,7 @@ def test_concurrent_callers_match_sequential():
         for w in workers:
             w.start()
         for w in workers:
-            w.join(timeout=60)
+            w.join(timeout=WATCHDOG_S)
         assert not any(w.is_alive() for w in workers), "a caller hung"
         for e, g in zip(expected, got):
             for a, b in zip(e, g):
@@ -77,7 +80,7 @@ def test_threaded_step_after_fork():
         assert child == step(), "the child's threaded step differs"
         print("ok")
     """
-    r = run_python(code, timeout=60)
+    r = run_python(code, timeout=WATCHDOG_S)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("ok")
 

@@ -600,7 +600,7 @@ def _python(code):
     where = os.path.dirname(os.path.dirname(fastadam.__file__))
     env = dict(os.environ, PYTHONPATH=where + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(__file__),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_import_fastadam_does_not_import_torch():
