@@ -1,7 +1,7 @@
 """How closely fastadam.torch follows torch.optim: the figures of the README's "Agreement
 with torch.optim" paragraph, measured.
 
-    python bench/parity_report.py                  # every section, seeds 0-4 (about 1-2 min)
+    python bench/parity_report.py                  # every section, seeds 0-4 (about 4 min)
     python bench/parity_report.py --seeds 0 --steps 50
 
 Needs torch. Run it from any folder but the repository root (or with the root's fastadam
