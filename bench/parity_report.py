@@ -18,7 +18,8 @@ Sections:
 3. the same gradients: both optimizers fed identical random gradients (no model, so no
    feedback through training), deviation after 1 step and after ``--same-grad-steps``.
 4. checkpoints: torch.optim -> fastadam.torch -> torch.optim (torch.save/torch.load of the
-   state dict at steps 50 and 100 of 150) against a run that stayed with torch.optim.
+   state dict after a third and two thirds of ``--steps``: 50 and 100 of 150) against a run
+   that stayed with torch.optim.
 
 Nothing here passes or fails: tests/test_torch_dropin.py holds the asserted tolerances.
 """
@@ -193,27 +194,29 @@ def checkpoint(opt):
     return torch.load(buf)
 
 
-def section_moves():
-    print("\n4. checkpoints: torch.optim -> fastadam.torch (step 50) -> torch.optim (step 100), "
-          "150 steps, seed 5, vs a run that stayed with torch.optim")
+def section_moves(steps):
+    moves = (steps // 3, 2 * steps // 3)
+    print(f"\n4. checkpoints: torch.optim -> fastadam.torch (step {moves[0]}) -> torch.optim "
+          f"(step {moves[1]}), {steps} steps, seed 5, vs a run that stayed with torch.optim")
     for dtype in DTYPES:
         devs = []
         for name, kw in MOVES:
-            data = batches(dtype, 5, 150)
+            data = batches(dtype, 5, steps)
             ref = make_model(dtype, 5)
             model = copy.deepcopy(ref)
             opt_ref = getattr(torch.optim, name)(ref.parameters(), **kw)
             opt = getattr(torch.optim, name)(model.parameters(), **kw)
             for i, (x, y) in enumerate(data):
-                if i in (50, 100):
+                if i in moves:
                     sd = checkpoint(opt)
-                    opt = getattr(ft if i == 50 else torch.optim, name)(model.parameters(), **kw)
+                    opt = getattr(ft if i == moves[0] else torch.optim, name)(
+                        model.parameters(), **kw)
                     opt.load_state_dict(sd)
                 train_step(ref, opt_ref, x, y)
                 train_step(model, opt, x, y)
             devs.append(deviation(list(ref.parameters()), opt_ref, list(model.parameters()),
                                   opt))
-        print(f"   {str(dtype).replace('torch.', ''):<8} largest deviation at step 150 "
+        print(f"   {str(dtype).replace('torch.', ''):<8} largest deviation at step {steps} "
               f"{max(devs):.1e} ({', '.join(f'{m[0]} {d:.1e}' for m, d in zip(MOVES, devs))})")
 
 
@@ -231,7 +234,7 @@ def main(argv=None):
     section_training(args.seeds, args.steps)
     section_torch_itself(args.steps)
     section_same_grads(args.same_grad_steps)
-    section_moves()
+    section_moves(args.steps)
     print(f"\n({time.perf_counter() - start:.0f} s)")
 
 
