@@ -75,14 +75,33 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+# What the sdist carries beside the package: the test suite, the examples (with the committed
+# figures and recorded output that tests/test_examples.py reads) and the benchmark suite, so
+# that the unpacked archive runs its own tests (.ci/run runs them from there).
+SHIPPED_DIRS = ("tests", "examples", "bench")
+NOT_SHIPPED = (".pyc", ".pyo", ".so", ".pyd")     # build products and bytecode
+
+
+def shipped_files():
+    """Every file under SHIPPED_DIRS, whatever its type, except hidden folders and files,
+    __pycache__ and build products. (setuptools alone takes tests/test*.py but not the
+    conftest.py they import, nor any data file.)"""
+    out = []
+    for top in SHIPPED_DIRS:
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames
+                                 if not d.startswith(".") and d != "__pycache__")
+            out += [os.path.join(dirpath, f) for f in sorted(filenames)
+                    if not f.startswith(".") and not f.endswith(NOT_SHIPPED)]
+    return out
+
+
 class SDist(sdist):
-    """Ships tests/, examples/ and bench/ too, so that the unpacked sdist can run its tests
-    (setuptools alone takes tests/test*.py but not the conftest.py they import)."""
+    """Ships SHIPPED_DIRS whole (shipped_files()), so that the unpacked sdist can run its
+    tests and benchmarks."""
 
     def make_release_tree(self, base_dir, files):
-        extra = [os.path.join(d, f) for d in ("tests", "examples", "bench") if os.path.isdir(d)
-                 for f in sorted(os.listdir(d)) if f.endswith((".py", ".md"))]
-        super().make_release_tree(base_dir, list(dict.fromkeys([*files, *extra])))
+        super().make_release_tree(base_dir, list(dict.fromkeys([*files, *shipped_files()])))
 
 
 # A sanitizer build also turns Cython's index checks on; cdivision stays on (C semantics:
