@@ -1,4 +1,5 @@
-"""The optimizer race as an interactive page: SGD, SGD + momentum, RMSprop and Adam.
+"""The optimizer race as an interactive page: SGD, SGD + momentum, RMSprop and Adam
+=================================================================================
 
 The article's interactive comparison, as one self-contained HTML file: pick the landscape
 (the ravine, Rosenbrock's valley, a saddle), the learning rate, the start point and Adam's
@@ -15,6 +16,13 @@ no network: plotly's JavaScript is inlined (about 5 MB of the file).
 
 Run from the repository root:  python examples/interactive_race.py [--out FILE.html]
 Needs plotly (pip install "fastadam[docs]").
+
+.. raw:: html
+
+   <p>The page this script makes, generated when this site was built
+   (<a href="../interactive/optimizer_race.html">open it on its own</a>):</p>
+   <iframe src="../interactive/optimizer_race.html" title="The interactive optimizer race"
+           style="width: 100%; height: 1250px; border: 1px solid #ccc;"></iframe>
 """
 
 import argparse
