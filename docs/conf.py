@@ -107,3 +107,4 @@ html_extra_path = [os.path.join("_generated", "extra")]
 os.makedirs(os.path.join(HERE, "_generated", "extra"), exist_ok=True)
 html_theme_options = {"source_directory": "docs/"}
 html_show_sourcelink = False
+smartquotes = False        # keep "--out" and quotes in the examples' text as typed
