@@ -25,6 +25,10 @@ Needs plotly (pip install "fastadam[docs]").
            style="width: 100%; height: 1250px; border: 1px solid #ccc;"></iframe>
 """
 
+# The gallery's thumbnail (the script is not run by the gallery: the docs build makes the
+# page once and embeds it): a screenshot of the page in headless chromium.
+# sphinx_gallery_thumbnail_path = "_static/race-thumbnail.png"
+
 import argparse
 import base64
 import itertools
