@@ -422,7 +422,9 @@ SCRIPT = r"""
     layout.title = {text: L.name + ": " + L.formula + ", α = " + D.lrs[+el("lr").value] +
                     ", β = (" + b1v + ", " + b2v + "), t ≤ " + T, x: 0.5, font: {size: 14}};
     layout.datarevision = (layout.datarevision || 0) + 1;
-    return Plotly.react(gd, gd.data, layout);
+    // window.raceDraws counts finished drawings (the browser test waits on it)
+    return Plotly.react(gd, gd.data, layout).then(() => {
+      window.raceDraws = (window.raceDraws || 0) + 1; });
   }
   ["landscape"].forEach(id => el(id).addEventListener("change", () => { starts(); draw(true); }));
   ["start", "lr", "beta1", "beta2"].forEach(id => {
@@ -442,7 +444,6 @@ SCRIPT = r"""
       if (next >= max) { clearInterval(timer); timer = null; el("play").textContent = "play"; }
     }, 60);
   });
-  window.raceDraw = draw;
   draw(true).then(() => { window.raceReady = true; });
 })();
 """

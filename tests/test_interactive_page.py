@@ -98,15 +98,16 @@ def _paths(driver):
 
 
 def _move(driver, control, value):
-    """Set a control as a user would and fire its events; wait for the redraw."""
+    """Set a control as a user would (its value, then its input and change events) and wait
+    until the page has redrawn because of them."""
+    drawn = driver.execute_script("return window.raceDraws || 0")
     driver.execute_script("""
-        window.raceReady = false;
         const el = document.getElementById(arguments[0]);
         el.value = arguments[1];
         el.dispatchEvent(new Event('input', {bubbles: true}));
-        el.dispatchEvent(new Event('change', {bubbles: true}));
-        window.raceDraw(false).then(() => { window.raceReady = true; });""", control, value)
-    _wait(driver, "return window.raceReady === true", f"the redraw after moving {control}")
+        el.dispatchEvent(new Event('change', {bubbles: true}));""", control, value)
+    _wait(driver, f"return (window.raceDraws || 0) > {drawn}",
+          f"the page to redraw after moving {control}")
 
 
 def _console_errors(driver):
