@@ -109,14 +109,16 @@ def _scrape_written_pngs(block, block_vars, gallery_conf):
 
     if not os.path.isdir(GALLERY_FIGURES):
         return ""
-    pngs = sorted(os.path.join(GALLERY_FIGURES, f) for f in os.listdir(GALLERY_FIGURES)
-                  if f.endswith(".png"))
+    pngs = sorted((os.path.join(GALLERY_FIGURES, f) for f in os.listdir(GALLERY_FIGURES)
+                   if f.endswith(".png")), key=os.path.getmtime)     # in the order written
     images = []
     for png in pngs:
         dest = next(block_vars["image_path_iterator"])
         shutil.move(png, dest)
         images.append(dest)
-    return figure_rst(images, gallery_conf["src_dir"])
+    # one figure_rst each: the figures are wide (three panels), and sphinx-gallery shows a
+    # group of images as small side-by-side thumbnails
+    return "".join(figure_rst([image], gallery_conf["src_dir"]) for image in images)
 
 
 def _get_sg_image_scraper():
