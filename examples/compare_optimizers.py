@@ -1,4 +1,7 @@
-"""The article's optimizer comparison, with fastadam: SGD, SGD + momentum, RMSprop and Adam
+"""Four optimizers from the same start, as figures
+===============================================
+
+The article's optimizer comparison, with fastadam: SGD, SGD + momentum, RMSprop and Adam
 from the same start with the same learning rate, as figures.
 
 The article's interactive demo races the four optimizers over a ravine-shaped loss ("very

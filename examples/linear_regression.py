@@ -1,4 +1,5 @@
-"""The article's second example, with fastadam: fit y = 2x + 1 with Adam.
+"""The article's second example, with fastadam: fit y = 2x + 1 with Adam
+======================================================================
 
 Data X = [1, 2, 3, 4, 5], y = [3, 5, 7, 9, 11]; w = b = 0 at the start; mean squared error;
 Adam with the article's settings (lr=0.01, betas=(0.9, 0.999), eps=1e-8, 200 epochs of

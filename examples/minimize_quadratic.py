@@ -1,7 +1,8 @@
-"""The article's first example, with fastadam: minimise J(θ) = θ² (∇J = 2θ) from θ = 5.
+"""The article's first example, with fastadam: minimise J(θ) = θ² (∇J = 2θ) from θ = 5
+====================================================================================
 
 The article runs Adam with its defaults (lr=0.001, betas=(0.9, 0.999), eps=1e-8, at most
-1000 iterations, stop once |g| < 1e-7) and prints "Converged at step 817" and
+1000 iterations, stop once ``|g| < 1e-7``) and prints "Converged at step 817" and
 "Minimum at θ = 0.00000001". That cannot happen: Adam's step is about lr in size whatever
 the gradient's scale (m_hat / sqrt(v_hat) is about ±1 while the gradient keeps its sign),
 so 1000 steps of 0.001 move θ by less than 1 and θ ends near 4.04. This script prints

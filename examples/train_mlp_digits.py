@@ -1,4 +1,5 @@
-"""Train a small multilayer perceptron on handwritten digits with fastadam.Adam.
+"""Train a small multilayer perceptron on handwritten digits with fastadam.Adam
+=============================================================================
 
 The network is plain NumPy, forward and backward: 64 pixels -> 128 ReLU units -> 10 logits,
 softmax cross-entropy, float32. The data is scikit-learn's bundled 8x8 digits (1797 images,

@@ -523,7 +523,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--only", choices=("transformer", "gradient-policy"),
                     help="run only this section (transformer: the transformer-shaped "
                          "parameter list; gradient-policy: the pre-pass's cost)")
+    ap.add_argument("--plot", metavar="FILE.png",
+                    help="also draw the table as a figure (speedup against size; needs "
+                         "matplotlib): see fastadam/_plot.py")
     args = ap.parse_args(argv)
+    if args.plot:
+        if args.only:
+            ap.error("--plot draws the main table, which --only leaves out")
+        from fastadam import _plot
+        try:
+            _plot.require_matplotlib()
+        except ImportError as e:
+            ap.error(str(e))
     args.sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     args.repeats = args.repeats or (5 if args.quick else 7)
     args.target = 0.004 if args.quick else 0.015
@@ -540,7 +551,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         if args.simd:
             fastadam.set_simd_path(args.simd)
 
+        printed: List[str] = []     # what --plot draws from
+
         def out(line: str) -> None:
+            printed.append(line)
             print(line, flush=True)
 
         for line in header(args):
@@ -557,6 +571,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             run_transformer(args, out)
         run_guarded(args, out)
         run_threads(args, out)
+        if args.plot:
+            _plot.plot_report(printed, args.plot)
+            print(f"\nplot: wrote {args.plot}", flush=True)
     finally:
         fastadam.set_num_threads(saved[0])
         fastadam.set_simd_path(saved[1])

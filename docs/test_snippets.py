@@ -1,0 +1,58 @@
+"""Every ```python block of the docs' pages runs (docs/snippets.py), under pytest.
+
+    pytest docs/test_snippets.py                 # every page under docs/
+    FASTADAM_SNIPPET_FILES="README.md" pytest docs/test_snippets.py   # + other files
+
+FASTADAM_SNIPPET_FILES: more Markdown files, separated by os.pathsep or spaces, relative to
+the repository root (or absolute). Run from outside the repository root, so that the
+installed fastadam is imported, not the source tree.
+"""
+
+import glob
+import os
+import sys
+
+import pytest
+
+DOCS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(DOCS)
+sys.path.insert(0, DOCS)
+
+import snippets  # noqa: E402
+
+PAGES = sorted(glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True))
+PAGES = [p for p in PAGES if os.sep + "_build" + os.sep not in p]
+EXTRA = [os.path.join(ROOT, p) for p in
+         os.environ.get("FASTADAM_SNIPPET_FILES", "").replace(os.pathsep, " ").split()]
+
+
+@pytest.mark.parametrize("path", PAGES + EXTRA, ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_python_block_runs(path):
+    snippets.run_file(path)
+
+
+def test_pages_have_snippets():
+    counts = {os.path.relpath(p, DOCS): len(snippets.extract(open(p, encoding="utf-8").read()))
+              for p in PAGES}
+    for page in ("user-guide.md", "torch.md", "contract.md", "install.md"):
+        assert counts[page] > 0, counts
+
+
+def test_extract_follows_fences_and_the_skip_marker():
+    text = "\n".join([
+        "# t", "```python", "a = 1", "```", "", "<!-- snippet: skip -->", "```python",
+        "undefined_name", "```", "````python", "b = a + 1", "```", "still inside", "````",
+        "```bash", "echo no", "```", "```{code-block} python", ":caption: c", "c = b", "```",
+    ])
+    blocks = snippets.extract(text)
+    assert [code for _, code in blocks] == ["a = 1\n", "b = a + 1\n```\nstill inside\n",
+                                           "c = b\n"]
+    assert [line for line, _ in blocks] == [3, 11, 20]
+
+
+def test_a_failing_block_fails_with_its_file_and_line(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("text\n\n```python\nx = 1\n```\n\n```python\nassert x == 2, 'x is 1'\n```\n")
+    with pytest.raises(snippets.SnippetError, match=r"page\.md, block at line 8: "
+                                                    r"AssertionError: x is 1"):
+        snippets.run_file(str(page))
