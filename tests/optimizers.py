@@ -288,6 +288,7 @@ SGD = OptimizerInfo(
         + _flag("nesterov", torch_value=ValueError, momentum=0.9)
         + _flag("maximize")
         + BAD_STEPS + _policy()),
+    torch_has_step=False,
 )
 
 RMSPROP = OptimizerInfo(
