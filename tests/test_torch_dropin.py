@@ -793,6 +793,14 @@ def test_registry_torch_parity_param_groups(info, seed):
     assert [g["lr"] for g in opt_b.param_groups] == [g["lr"] for g in opt_a.param_groups]
 
 
+@pytest.mark.parametrize("info", registry.OPTIMIZERS, ids=lambda i: i.name)
+def test_registry_torch_parity_many_steps(info):
+    """The option set with every state, 300 steps: the differences stay at rounding level
+    (the gradients do not depend on the params, so nothing amplifies them)."""
+    run_torch_parity(info, [(info.rich(), list(range(len(PARITY_SHAPES))))], seed=5,
+                     steps=300)
+
+
 @pytest.mark.parametrize("seed", PARITY_SEEDS)
 @pytest.mark.parametrize("info, hyper", _OPTION_CASES, ids=_OPTION_IDS)
 def test_registry_numpy_class_parity(info, hyper, seed):
