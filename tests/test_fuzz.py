@@ -50,6 +50,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastadam
+import optimizers as registry
 from fastadam import reference
 
 CI_EXAMPLES = 600       # per test; the file runs in about 20 s here
@@ -373,46 +374,51 @@ def plain_copy(a):
     return np.array(np.asarray(a))      # base-class ndarray, own memory
 
 
-# Per functional kernel (fastadam.X and reference.X): its arrays (positional, then the
-# optional keyword states) and its hyperparameters with their kinds.
-_ADAM_HYPER = dict(step=STEP, lr=REAL, betas=BETAS, eps=REAL, weight_decay=REAL,
-                   amsgrad=FLAG, maximize=FLAG, bias_correction=FLAG)
+# The NumPy classes' gradient policy: drawn like any hyperparameter, and grad_scale per step.
+POLICY = dict(nonfinite=MODE, max_grad_norm=LIMIT)
+
+
+def _kind(name, default):
+    """How a hyperparameter is drawn, from its name and default in the registry."""
+    if name == "step":
+        return STEP
+    if name in POLICY:
+        return POLICY[name]
+    if isinstance(default, bool):
+        return FLAG
+    if isinstance(default, (tuple, list)):
+        return BETAS
+    return REAL
+
+
+# From the registry (tests/optimizers.py), per functional kernel (fastadam.X and
+# reference.X): its arrays (positional, then the optional keyword states) and its
+# hyperparameters with their kinds; per optimizer class: the class, its kernel, and its
+# hyperparameters (the gradient policy's included).
+BY_KERNEL = {info.kernel_name: info for info in registry.OPTIMIZERS}
 KERNELS = {
-    "sgd_": (("param", "grad"), ("momentum_buffer",),
-             dict(lr=REAL, momentum=REAL, dampening=REAL, nesterov=FLAG, weight_decay=REAL,
-                  maximize=FLAG, step=STEP)),
-    "rmsprop_": (("param", "grad", "square_avg"), ("momentum_buffer", "grad_avg"),
-                 dict(lr=REAL, alpha=REAL, eps=REAL, weight_decay=REAL, momentum=REAL,
-                      centered=FLAG, maximize=FLAG)),
-    "adam_": (("param", "grad", "exp_avg", "exp_avg_sq"), ("max_exp_avg_sq",),
-              dict(_ADAM_HYPER, decoupled_weight_decay=FLAG)),
-    "adamw_": (("param", "grad", "exp_avg", "exp_avg_sq"), ("max_exp_avg_sq",), _ADAM_HYPER),
-}
-DEFAULTS = {  # the functional defaults the reference needs to know which states are used
-    "sgd_": dict(momentum=0.0), "rmsprop_": dict(momentum=0.0, centered=False),
-    "adam_": dict(amsgrad=False, lr=1e-3, weight_decay=0.0, decoupled_weight_decay=False),
-    "adamw_": dict(amsgrad=False, lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
-}
+    info.kernel_name: (info.arrays, info.optional,
+                       {**{k: _kind(k, v) for k, v in info.kernel_defaults.items()},
+                        **({"step": STEP} if info.kernel_step != "none" else {})})
+    for info in registry.OPTIMIZERS}
+CLASSES = {info.name: (info.cls, info.kernel_name,
+                       {k: _kind(k, v) for k, v in info.defaults.items()})
+           for info in registry.OPTIMIZERS}
 
 
 def unwritten(kernel, h):
-    """The arrays a step with hyperparameters ``h`` must not write."""
-    h = {**DEFAULTS[kernel], **h}
-    out = {"grad"}
-    if kernel in ("sgd_", "rmsprop_") and h["momentum"] == 0:
-        out.add("momentum_buffer")
-    if kernel == "rmsprop_" and not h["centered"]:
-        out.add("grad_avg")
-    if kernel in ("adam_", "adamw_") and not h["amsgrad"]:
-        out.add("max_exp_avg_sq")
-    return out
+    """The arrays a step with hyperparameters ``h`` must not write: the grad, and the
+    states its options leave out (the registry's rule)."""
+    info = BY_KERNEL[kernel]
+    h = {**info.kernel_defaults, **h}
+    return {"grad"} | {s.name for s in info.states if not s.present(h)}
 
 
 def param_scale(kernel, h, p_before, want):
     """Size of the operands of Adam's last subtraction ``p*decay - update``."""
-    h = {**DEFAULTS[kernel], **h}
+    h = {**BY_KERNEL[kernel].kernel_defaults, **h}
     decay = 1.0
-    if h["decoupled_weight_decay"]:
+    if h.get("decoupled_weight_decay", kernel == "adamw_"):
         decay = 1.0 - h["lr"] * h["weight_decay"]
     with np.errstate(all="ignore"):
         return np.abs(p_before.astype(np.float64) * decay) + np.abs(want.astype(np.float64))
@@ -477,8 +483,8 @@ def test_fuzz_functional(data):
     passed = positional + tuple(n for n in optional if data.draw(st.booleans(), label=n))
     mem = Memory()
     arrays = data.draw(array_set(passed, dtype, shape, mem, odd=10), label="arrays")
-    hyper = data.draw(hyperparameters(kinds, required=("step",) if "adam" in kernel else ()),
-                      label="hyper")
+    required = ("step",) if BY_KERNEL[kernel].kernel_step == "required" else ()
+    hyper = data.draw(hyperparameters(kinds, required=required), label="hyper")
     snap = mem.snapshot(arrays.values())
     before = {n: plain_copy(a) for n, a in arrays.items() if isinstance(a, np.ndarray)}
     fn = getattr(fastadam, kernel)
@@ -500,26 +506,6 @@ def test_fuzz_functional(data):
 
 
 # ------------------------------------------------------------------- optimizer classes
-
-# The NumPy classes' gradient policy: drawn like any hyperparameter, and grad_scale per step.
-POLICY = dict(nonfinite=MODE, max_grad_norm=LIMIT)
-CLASSES = {
-    # name: (class, its functional twin, its hyperparameters, the policy's included)
-    "SGD": (fastadam.SGD, "sgd_",
-            dict(lr=REAL, momentum=REAL, dampening=REAL, weight_decay=REAL, nesterov=FLAG,
-                 maximize=FLAG, **POLICY)),
-    "RMSprop": (fastadam.RMSprop, "rmsprop_",
-                dict(lr=REAL, alpha=REAL, eps=REAL, weight_decay=REAL, momentum=REAL,
-                     centered=FLAG, maximize=FLAG, **POLICY)),
-    "Adam": (fastadam.Adam, "adam_",
-             dict(lr=REAL, betas=BETAS, eps=REAL, weight_decay=REAL, amsgrad=FLAG,
-                  maximize=FLAG, bias_correction=FLAG, decoupled_weight_decay=FLAG,
-                  **POLICY)),
-    "AdamW": (fastadam.AdamW, "adamw_",
-              dict(lr=REAL, betas=BETAS, eps=REAL, weight_decay=REAL, amsgrad=FLAG,
-                   maximize=FLAG, bias_correction=FLAG, **POLICY)),
-}
-
 
 def expected_policy(group, grads, grad_scale, reported_norm):
     """What the gradient policy must do with these (accepted) grads, from its definition,
