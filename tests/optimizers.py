@@ -142,14 +142,6 @@ class OptimizerInfo:
                 return h
         raise AssertionError(f"{self.name}: no option set has every state")
 
-    def kernel_hyper(self, hyper, step):
-        """The functional kernel's keyword hyperparameters for a class configuration at
-        (1-based) ``step``: the gradient policy dropped, ``step`` added where it has one."""
-        h = {k: v for k, v in self.full(hyper).items() if k in self.kernel_defaults}
-        if self.kernel_step != "none":
-            h["step"] = step
-        return h
-
     def bad_for(self, api):
         return [b for b in self.bad if api in b.where]
 
@@ -204,7 +196,6 @@ def _policy():
 BAD_GRAD_SCALES = [(0.0, ValueError), (-1.0, ValueError), (NAN, ValueError),
                    (INF, ValueError), (-INF, ValueError), ("2", TypeError),
                    (True, TypeError), (1j, TypeError), (np.array([2.0, 2.0]), TypeError)]
-NONFINITE_MODES = ("propagate", "skip", "raise")
 
 #: Bad ``step`` values for a functional kernel.
 BAD_STEPS = [
@@ -388,5 +379,5 @@ def bad_cases(api):
 
 
 __all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "BY_NAME", "SGD", "RMSPROP", "ADAM",
-           "ADAMW", "BAD_GRAD_SCALES", "NONFINITE_MODES", "option_cases", "bad_cases",
+           "ADAMW", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]
