@@ -14,6 +14,7 @@ subprocess, so that a segfault fails one test instead of killing the whole run.
 """
 
 import math
+import re
 import os
 import signal
 import subprocess
@@ -858,3 +859,167 @@ def test_step_read_only_grads_are_valid(name):
     opt_a.step(frozen)
     opt_b.step(grads)
     assert_same_bits(params_a + states_of(opt_a), params_b + states_of(opt_b))
+
+
+# ============================================================================ the registry
+# Every bad hyperparameter value of tests/optimizers.py, through every API that takes it:
+# the functional kernel, the NumPy class (at construction and set between steps) and
+# fastadam.torch (at construction, against torch.optim's own constructor).
+
+import optimizers as registry  # noqa: E402
+
+_FUNCTIONAL_BAD, _FUNCTIONAL_BAD_IDS = registry.bad_cases("functional")
+_CLASS_BAD, _CLASS_BAD_IDS = registry.bad_cases("class")
+_TORCH_BAD, _TORCH_BAD_IDS = registry.bad_cases("torch")
+_BOOL_DWD = pytest.mark.xfail(
+    strict=True, reason="bug: fastadam.torch.Adam passes bool(decoupled_weight_decay) to the "
+    "kernel (fastadam/torch.py, _check_hyper and _call), so a value without a truth value "
+    "raises NumPy's or its own ValueError, not TypeError('Invalid decoupled_weight_decay')")
+_TORCH_BAD_MARKED = [pytest.param(i, b, marks=_BOOL_DWD)
+                     if i.name == "Adam" and "decoupled_weight_decay" in b.over else (i, b)
+                     for i, b in _TORCH_BAD]
+
+
+def registry_arrays(info, dtype=np.float32, shape=SHAPE):
+    """Every array of one call of ``info``'s kernel (all states included)."""
+    return {name: random_array(name, shape, dtype, seed)
+            for seed, name in enumerate(info.arrays + info.optional)}
+
+
+def registry_call(info, arrays, hyper):
+    info.kernel(*(arrays[n] for n in info.arrays),
+                **{n: arrays[n] for n in info.optional}, **hyper)
+
+
+def registry_kernel_hyper(info, over):
+    """The kernel's defaults (step 3 where it takes one), then ``over``."""
+    h = dict(info.kernel_defaults)
+    if info.kernel_step != "none":
+        h["step"] = 3
+    return {**h, **over}
+
+
+@pytest.mark.parametrize("info", registry.OPTIMIZERS, ids=lambda i: i.name)
+def test_registry_good_values_pass(info):
+    """The baseline the bad cases spoil is itself valid, through every API."""
+    arrays = registry_arrays(info)
+    registry_call(info, arrays, registry_kernel_hyper(info, {}))
+    opt = info.cls(make_params(), **info.rich())
+    opt.step(grads_like(make_params()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("info, bad", _FUNCTIONAL_BAD, ids=_FUNCTIONAL_BAD_IDS)
+def test_registry_functional_bad_hyperparameter(info, bad, dtype):
+    arrays = registry_arrays(info, dtype)
+    snap = snapshot(*arrays.values())
+    with pytest.raises(bad.exc, match=names_first(re.escape(bad.arg))):
+        registry_call(info, arrays, registry_kernel_hyper(info, bad.over))
+    assert_unchanged(snap)
+
+
+@pytest.mark.parametrize("info, bad", _CLASS_BAD, ids=_CLASS_BAD_IDS)
+def test_registry_construction_bad_hyperparameter(info, bad):
+    params = make_params()
+    snap = snapshot(*params)
+    with pytest.raises(bad.exc, match=names_first(re.escape(bad.arg))):
+        info.cls(params, **bad.over)
+    assert_unchanged(snap)
+
+
+@pytest.mark.parametrize("info, bad", _CLASS_BAD, ids=_CLASS_BAD_IDS)
+def test_registry_hyperparameter_made_bad_between_steps(info, bad):
+    params = make_params()
+    opt = info.cls(params, **info.rich())
+    opt.step(grads_like(params, seed=20))
+    opt.param_groups[0].update(bad.over)
+    expect_step_rejected(opt, params, grads_like(params), bad.exc,
+                         names_first(re.escape(bad.arg)))
+
+
+@pytest.mark.parametrize("value, exc", registry.BAD_GRAD_SCALES,
+                         ids=[repr(v) for v, _ in registry.BAD_GRAD_SCALES])
+@pytest.mark.parametrize("info", registry.OPTIMIZERS, ids=lambda i: i.name)
+def test_registry_bad_grad_scale(info, value, exc):
+    params = make_params()
+    opt = info.cls(params, **info.rich(), max_grad_norm=1.0, nonfinite="skip")
+    opt.step(grads_like(params, seed=20))
+    grads = grads_like(params)
+    count = opt.step_count
+    snap = snapshot(*params, *states_of(opt), *grads)
+    with pytest.raises(exc, match=names_first("grad_scale")):
+        opt.step(grads, grad_scale=value)
+    assert opt.step_count == count
+    assert_unchanged(snap)
+
+
+def _torch_outcome(make):
+    try:
+        make()
+    except Exception as e:      # noqa: BLE001 - the type is what is compared
+        return type(e)
+    return None
+
+
+@pytest.mark.parametrize("info, bad", _TORCH_BAD_MARKED, ids=_TORCH_BAD_IDS)
+def test_registry_torch_construction_bad_hyperparameter(info, bad):
+    """fastadam.torch refuses every bad value as the NumPy class does, naming the argument;
+    torch.optim's own constructor does what the registry says (None: it accepts the value,
+    and fastadam.torch is stricter)."""
+    torch = pytest.importorskip("torch")
+    import fastadam.torch as ft
+    params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, 2))]
+    before = [p.detach().numpy().tobytes() for p in params]
+    with pytest.raises(bad.exc, match=names_first(re.escape(bad.arg))):
+        getattr(ft, info.torch_name)(params, **bad.over)
+    assert [p.detach().numpy().tobytes() for p in params] == before
+    assert _torch_outcome(lambda: getattr(torch.optim, info.torch_name)(
+        [torch.zeros(3)], **bad.over)) is bad.torch
+
+
+_TORCH_VALUE_ERRORS = [(i, b) for i, b in _TORCH_BAD if b.torch is ValueError]
+
+
+_ARRAY_AS_SCALAR = pytest.mark.xfail(
+    strict=True, reason="divergence from torch.optim: for an array of two elements (or a flag "
+    "without a truth value) torch.optim's range or nesterov check raises NumPy's ValueError "
+    "('The truth value of an array ... is ambiguous'); fastadam.torch raises TypeError "
+    "('Invalid <arg>: expected a real number' / 'expected a bool')")
+
+
+@pytest.mark.parametrize("info, bad", [
+    pytest.param(i, b, marks=_ARRAY_AS_SCALAR) if b.exc is TypeError else (i, b)
+    for i, b in _TORCH_VALUE_ERRORS],
+    ids=[f"{i.name}-{b.id}" for i, b in _TORCH_VALUE_ERRORS])
+def test_registry_torch_value_errors_are_value_errors(info, bad):
+    """What torch.optim refuses with ValueError at construction, fastadam.torch refuses with
+    ValueError too (code that catches one catches the other)."""
+    torch = pytest.importorskip("torch")
+    import fastadam.torch as ft
+    with pytest.raises(ValueError):
+        torch.optim.__dict__[info.torch_name]([torch.zeros(3)], **bad.over)
+    with pytest.raises(ValueError):
+        getattr(ft, info.torch_name)([torch.zeros(3)], **bad.over)
+
+
+@pytest.mark.parametrize("info, bad", _TORCH_BAD_MARKED, ids=_TORCH_BAD_IDS)
+def test_registry_torch_bad_hyperparameter_between_steps(info, bad):
+    """A bad value put into a group between steps: fastadam.torch's step refuses it naming
+    the argument, and no param or state tensor changes."""
+    torch = pytest.importorskip("torch")
+    import fastadam.torch as ft
+    params = [torch.nn.Parameter(torch.randn(3, dtype=torch.float64)),
+              torch.nn.Parameter(torch.randn(2, 2))]
+    opt = getattr(ft, info.torch_name)(params, **info.torch_kwargs(info.rich()))
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    opt.param_groups[0].update(bad.over)
+    def raw(ps):
+        return ([p.detach().numpy().tobytes() for p in ps],
+                [{k: v.numpy().tobytes() for k, v in opt.state[p].items()} for p in ps])
+
+    before = raw(params)
+    with pytest.raises(bad.exc, match=names_first(re.escape(bad.arg))):
+        opt.step()
+    assert raw(params) == before

@@ -15,6 +15,13 @@ The oracle, for every call (SPEC §4):
 - or it raises TypeError or ValueError whose message starts with "Invalid", and every
   byte of every array and buffer involved is as it was (for an optimizer: its params, its
   states and its step count too).
+An optimizer also draws its gradient policy (``nonfinite``, ``max_grad_norm``, and a
+``grad_scale`` per step, bad values included) and sometimes a NaN or infinite grad element.
+A step then does what the policy's definition says, computed in float64 by the test: with
+``nonfinite="skip"`` and a NaN or inf it returns False, with ``"raise"`` it raises
+FloatingPointError, and nothing changes; otherwise the reported ``grad_norm`` is the 2-norm
+of the unscaled grads, and every array equals the reference's with each grad multiplied by
+``min(1, max_grad_norm / (norm + 1e-6)) / grad_scale`` (torch's clip_grad_norm_ rule).
 Any other exception fails the test; a crash fails the run. What this fuzzer found in the
 core is fixed and pinned by the regression tests at the end of this file: a NaN in
 max_exp_avg_sq was ignored; step=np.array([3]), size-2 arrays as flags and
@@ -43,6 +50,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastadam
+import optimizers as registry
 from fastadam import reference
 
 CI_EXAMPLES = 600       # per test; the file runs in about 20 s here
@@ -60,6 +68,7 @@ CANARY = 0xA5
 # ------------------------------------------------------------------- hyperparameters
 
 REAL, FLAG, STEP, BETAS = "real", "flag", "step", "betas"
+MODE, LIMIT = "mode", "limit"   # the gradient policy: nonfinite; max_grad_norm, grad_scale
 
 SANE = {
     REAL: st.floats(0.0, 1.0),
@@ -67,6 +76,12 @@ SANE = {
     STEP: st.integers(1, 10**6),
     BETAS: st.tuples(st.floats(0.0, 1.0, exclude_max=True),
                      st.floats(0.0, 1.0, exclude_max=True)),
+    MODE: st.sampled_from(["propagate", "skip", "raise"]),
+    # None (off), or a threshold / loss scale that often engages (grads are up to ~4 per
+    # element, a few hundred elements), a power of two as loss scalers use, or anything > 0
+    LIMIT: st.one_of(st.none(), st.floats(1e-3, 20.0),
+                     st.sampled_from([2.0**k for k in range(-8, 17)]),
+                     st.floats(min_value=0.0, exclude_min=True, allow_infinity=False)),
 }
 NAN, INF = math.nan, math.inf
 ODD_REALS = [
@@ -90,6 +105,9 @@ ODD = {
         np.int64(1), np.int8(-1), np.uint64(2**64 - 1), np.int32(5), np.float64(2.0),
         np.bool_(True), np.array(3), np.array([3]), Fraction(2, 1), Decimal(2)])),
 }
+ODD[MODE] = st.sampled_from(["ignore", "Skip", "RAISE", "", " skip", "skip\0", None, 0, 1,
+                             True, b"skip", ["skip"], np.str_("skip").encode()])
+ODD[LIMIT] = ODD[REAL]
 ODD[BETAS] = st.one_of(
     st.tuples(ODD[REAL], ODD[REAL]),
     st.tuples(SANE[REAL], ODD[REAL]),
@@ -130,6 +148,10 @@ def as_read(hyper, kinds):
                 out[name] = bool(x)
             elif kind == STEP:
                 out[name] = None if x is None else operator.index(x)
+            elif kind == MODE:
+                out[name] = x
+            elif kind == LIMIT:
+                out[name] = None if x is None else float(x)
             else:
                 out[name] = (float(x[0]), float(x[1]))
     return out
@@ -352,56 +374,64 @@ def plain_copy(a):
     return np.array(np.asarray(a))      # base-class ndarray, own memory
 
 
-# Per functional kernel (fastadam.X and reference.X): its arrays (positional, then the
-# optional keyword states) and its hyperparameters with their kinds.
-_ADAM_HYPER = dict(step=STEP, lr=REAL, betas=BETAS, eps=REAL, weight_decay=REAL,
-                   amsgrad=FLAG, maximize=FLAG, bias_correction=FLAG)
+# The NumPy classes' gradient policy: drawn like any hyperparameter, and grad_scale per step.
+POLICY = dict(nonfinite=MODE, max_grad_norm=LIMIT)
+
+
+def _kind(name, default):
+    """How a hyperparameter is drawn, from its name and default in the registry."""
+    if name == "step":
+        return STEP
+    if name in POLICY:
+        return POLICY[name]
+    if isinstance(default, bool):
+        return FLAG
+    if isinstance(default, (tuple, list)):
+        return BETAS
+    return REAL
+
+
+# From the registry (tests/optimizers.py), per functional kernel (fastadam.X and
+# reference.X): its arrays (positional, then the optional keyword states) and its
+# hyperparameters with their kinds; per optimizer class: the class, its kernel, and its
+# hyperparameters (the gradient policy's included).
+BY_KERNEL = {info.kernel_name: info for info in registry.OPTIMIZERS}
 KERNELS = {
-    "sgd_": (("param", "grad"), ("momentum_buffer",),
-             dict(lr=REAL, momentum=REAL, dampening=REAL, nesterov=FLAG, weight_decay=REAL,
-                  maximize=FLAG, step=STEP)),
-    "rmsprop_": (("param", "grad", "square_avg"), ("momentum_buffer", "grad_avg"),
-                 dict(lr=REAL, alpha=REAL, eps=REAL, weight_decay=REAL, momentum=REAL,
-                      centered=FLAG, maximize=FLAG)),
-    "adam_": (("param", "grad", "exp_avg", "exp_avg_sq"), ("max_exp_avg_sq",),
-              dict(_ADAM_HYPER, decoupled_weight_decay=FLAG)),
-    "adamw_": (("param", "grad", "exp_avg", "exp_avg_sq"), ("max_exp_avg_sq",), _ADAM_HYPER),
-}
-DEFAULTS = {  # the functional defaults the reference needs to know which states are used
-    "sgd_": dict(momentum=0.0), "rmsprop_": dict(momentum=0.0, centered=False),
-    "adam_": dict(amsgrad=False, lr=1e-3, weight_decay=0.0, decoupled_weight_decay=False),
-    "adamw_": dict(amsgrad=False, lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
-}
+    info.kernel_name: (info.arrays, info.optional,
+                       {**{k: _kind(k, v) for k, v in info.kernel_defaults.items()},
+                        **({"step": STEP} if info.kernel_step != "none" else {})})
+    for info in registry.OPTIMIZERS}
+CLASSES = {info.name: (info.cls, info.kernel_name,
+                       {k: _kind(k, v) for k, v in info.defaults.items()})
+           for info in registry.OPTIMIZERS}
 
 
 def unwritten(kernel, h):
-    """The arrays a step with hyperparameters ``h`` must not write."""
-    h = {**DEFAULTS[kernel], **h}
-    out = {"grad"}
-    if kernel in ("sgd_", "rmsprop_") and h["momentum"] == 0:
-        out.add("momentum_buffer")
-    if kernel == "rmsprop_" and not h["centered"]:
-        out.add("grad_avg")
-    if kernel in ("adam_", "adamw_") and not h["amsgrad"]:
-        out.add("max_exp_avg_sq")
-    return out
+    """The arrays a step with hyperparameters ``h`` must not write: the grad, and the
+    states its options leave out (the registry's rule)."""
+    info = BY_KERNEL[kernel]
+    h = {**info.kernel_defaults, **h}
+    return {"grad"} | {s.name for s in info.states if not s.present(h)}
 
 
 def param_scale(kernel, h, p_before, want):
     """Size of the operands of Adam's last subtraction ``p*decay - update``."""
-    h = {**DEFAULTS[kernel], **h}
+    h = {**BY_KERNEL[kernel].kernel_defaults, **h}
     decay = 1.0
-    if h["decoupled_weight_decay"]:
+    if h.get("decoupled_weight_decay", kernel == "adamw_"):
         decay = 1.0 - h["lr"] * h["weight_decay"]
     with np.errstate(all="ignore"):
         return np.abs(p_before.astype(np.float64) * decay) + np.abs(want.astype(np.float64))
 
 
-def check_step(kernel, arrays, before, h, what):
+def check_step(kernel, arrays, before, h, what, grad_used=None):
     """After a successful step on ``arrays`` (name -> array; ``before``: plain copies from
-    before it), compare with the reference applied to those copies."""
+    before it), compare with the reference applied to those copies (with ``grad_used`` for
+    the grad, if given: the grad as the gradient policy scaled it)."""
     positional, optional, _ = KERNELS[kernel]
     ref = {name: a.copy() for name, a in before.items()}
+    if grad_used is not None:
+        ref["grad"] = grad_used
     with np.errstate(all="ignore"):
         getattr(reference, kernel)(*(ref[n] for n in positional),
                                    **{n: ref[n] for n in optional if n in ref}, **h)
@@ -453,8 +483,8 @@ def test_fuzz_functional(data):
     passed = positional + tuple(n for n in optional if data.draw(st.booleans(), label=n))
     mem = Memory()
     arrays = data.draw(array_set(passed, dtype, shape, mem, odd=10), label="arrays")
-    hyper = data.draw(hyperparameters(kinds, required=("step",) if "adam" in kernel else ()),
-                      label="hyper")
+    required = ("step",) if BY_KERNEL[kernel].kernel_step == "required" else ()
+    hyper = data.draw(hyperparameters(kinds, required=required), label="hyper")
     snap = mem.snapshot(arrays.values())
     before = {n: plain_copy(a) for n, a in arrays.items() if isinstance(a, np.ndarray)}
     fn = getattr(fastadam, kernel)
@@ -477,21 +507,48 @@ def test_fuzz_functional(data):
 
 # ------------------------------------------------------------------- optimizer classes
 
-CLASSES = {
-    # name: (class, its functional twin, its hyperparameters)
-    "SGD": (fastadam.SGD, "sgd_",
-            dict(lr=REAL, momentum=REAL, dampening=REAL, weight_decay=REAL, nesterov=FLAG,
-                 maximize=FLAG)),
-    "RMSprop": (fastadam.RMSprop, "rmsprop_",
-                dict(lr=REAL, alpha=REAL, eps=REAL, weight_decay=REAL, momentum=REAL,
-                     centered=FLAG, maximize=FLAG)),
-    "Adam": (fastadam.Adam, "adam_",
-             dict(lr=REAL, betas=BETAS, eps=REAL, weight_decay=REAL, amsgrad=FLAG,
-                  maximize=FLAG, bias_correction=FLAG, decoupled_weight_decay=FLAG)),
-    "AdamW": (fastadam.AdamW, "adamw_",
-              dict(lr=REAL, betas=BETAS, eps=REAL, weight_decay=REAL, amsgrad=FLAG,
-                   maximize=FLAG, bias_correction=FLAG)),
-}
+def expected_policy(group, grads, grad_scale, reported_norm):
+    """What the gradient policy must do with these (accepted) grads, from its definition,
+    in float64: ("skip" | "raise", None) when ``nonfinite`` is "skip"/"raise" and a grad
+    has a NaN or inf; else ("apply", factor), each grad to be multiplied by ``factor``:
+    ``1/grad_scale`` (the unscale), times torch's clip_grad_norm_ rule
+    ``min(1, max_grad_norm / (norm + 1e-6))`` on the 2-norm of the unscaled grads.
+
+    ``reported_norm`` (``opt.grad_norm``) must equal that norm to rounding (the kernel's
+    pre-pass adds the squares in another order); the factor is then computed from it, so
+    that the rest of the step can be compared exactly."""
+    nonfinite, max_norm = group["nonfinite"], group["max_grad_norm"]
+    scale = 1.0 if grad_scale is None else float(grad_scale)
+    finite = all(np.isfinite(np.asarray(g)).all() for g in grads)
+    if nonfinite != "propagate" and not finite:
+        return nonfinite, None
+    if nonfinite == "propagate" and max_norm is None:
+        assert reported_norm is None, "grad_norm reported though nothing computed it"
+        return "apply", 1.0 / scale
+    with np.errstate(all="ignore"):
+        sumsq = sum(float(np.sum(np.square(np.asarray(g, np.float64)))) for g in grads)
+        norm = math.sqrt(sumsq) / scale
+    assert reported_norm is not None
+    if math.isnan(norm) or math.isinf(norm):
+        assert repr(reported_norm) == repr(norm), (reported_norm, norm)
+    else:
+        assert abs(reported_norm - norm) <= 1e-12 * norm, (reported_norm, norm)
+    event(f"policy: norm {'finite' if math.isfinite(norm) else 'non-finite'}")
+    factor = 1.0
+    if max_norm is not None:
+        coef = float(max_norm) / (reported_norm + 1e-6)
+        factor = min(1.0, coef) if not math.isnan(coef) else coef
+        event(f"policy: clip {'engaged' if factor < 1 else 'not engaged'}")
+    return "apply", factor / scale
+
+
+def _scaled(g, factor):
+    """``g`` times ``factor``, one multiplication in g's dtype (the grad the update uses)."""
+    g = plain_copy(g)
+    if factor == 1.0:
+        return g
+    with np.errstate(all="ignore"):
+        return g * g.dtype.type(factor)
 
 
 def opt_arrays(opt):
@@ -545,13 +602,35 @@ def test_fuzz_optimizer(data):
         grads = data.draw(grads_for(params, keys, mem), label="grads")
         grad_list = list(grads.values()) if isinstance(grads, dict) else (
             list(grads) if isinstance(grads, (list, tuple)) else [grads])
+        checked = opt.param_groups[0].get("nonfinite") in ("skip", "raise")
+        if grad_list and data.draw(st.booleans() if checked else often(10),
+                                   label="a non-finite grad element"):
+            g = grad_list[data.draw(st.integers(0, len(grad_list) - 1), label="which grad")]
+            if isinstance(g, np.ndarray) and g.size and g.flags.writeable \
+                    and g.dtype in (F32, F64):
+                g.reshape(-1)[data.draw(st.integers(0, g.size - 1), label="where")] = \
+                    data.draw(st.sampled_from([NAN, INF, -INF]), label="value")
         states = [dict(opt.state[k]) for k in (keys or range(n))]
         count = opt.step_count
         snap = mem.snapshot(params + opt_arrays(opt) + grad_list)
         before = [{"param": plain_copy(p), **{s: plain_copy(a) for s, a in st_.items()}}
                   for p, st_ in zip(params, states)]
+        kw = {}
+        if data.draw(st.booleans(), label="grad_scale given"):
+            kw["grad_scale"] = data.draw(st.one_of(SANE[LIMIT], ODD[LIMIT]) if data.draw(
+                often(10)) else SANE[LIMIT], label="grad_scale")
+        group_before = list(opt.param_groups[0].items())
         try:
-            opt.step(grads)
+            applied = opt.step(grads, **kw)
+        except FloatingPointError as e:
+            # nonfinite="raise" met a NaN or inf: nothing changed
+            assert expected_policy(opt.param_groups[0], grad_list, kw.get("grad_scale"),
+                                   None)[0] == "raise", e
+            assert str(e).startswith("Non-finite gradient"), e
+            event("outcome: FloatingPointError")
+            assert_unchanged(snap, f"{name}.step raising FloatingPointError")
+            assert opt.step_count == count
+            continue
         except Exception as e:
             if not rejected(e, opt.param_groups[0]):
                 raise
@@ -559,16 +638,29 @@ def test_fuzz_optimizer(data):
             assert_rejected_cleanly(e, snap, f"{name}.step", opt.param_groups[0])
             assert opt.step_count == count
             continue
+        assert all(opt.param_groups[0][k] is v for k, v in group_before)
+        group = as_read({k: v for k, v in opt.param_groups[0].items() if k in kinds}, kinds)
+        what, factor = expected_policy(group, grad_list, kw.get("grad_scale"), opt.grad_norm)
+        if what == "skip":
+            assert applied is False
+            event("outcome: skipped")
+            assert_unchanged(snap, f"{name}.step skipping")
+            assert opt.step_count == count
+            continue
+        assert what == "apply" and applied is True, (what, applied)
         event("outcome: ok")
+        event(f"policy: {group['nonfinite']}, max_grad_norm "
+              f"{'off' if group['max_grad_norm'] is None else 'on'}, grad_scale "
+              f"{'off' if kw.get('grad_scale') is None else 'on'}")
         assert opt.step_count == count + 1
-        group = {k: v for k, v in opt.param_groups[0].items() if k in kinds}
-        h = as_read(group, kinds)
+        h = {k: v for k, v in group.items() if k not in POLICY}
         if kernel != "rmsprop_":
             h["step"] = count + 1
         for i, (p, st_) in enumerate(zip(params, states)):
             g = grad_list[i]
             check_step(kernel, {"param": p, "grad": g, **st_},
-                       {**before[i], "grad": plain_copy(g)}, h, f"{name} tensor {i}")
+                       {**before[i], "grad": plain_copy(g)}, h, f"{name} tensor {i}",
+                       grad_used=_scaled(g, factor))
         canaries_intact(mem, snap, params + opt_arrays(opt))
 
 

@@ -4,6 +4,9 @@ Parity with torch.optim over hundreds of steps of real training (a small conv ne
 entropy on random data), both dtypes; param groups, closures, params without a gradient,
 state_dict moves in both directions, zero-copy updates, and bad input that must raise and
 leave everything as it was.
+The last section runs over the optimizer registry (tests/optimizers.py): every option set,
+several seeds, sizes 0, 1, the SIMD tails and 2-d, float32 and float64 in one group, param
+groups for every optimizer, through fastadam.torch and through the NumPy classes.
 
 Tolerances come from measurements (see PARITY_TOL): each model trains on its own, so the
 last-bit differences between torch's and fastadam's arithmetic (torch's CPU ``add`` with
@@ -646,3 +649,203 @@ def test_bench_transformer_section(capsys, monkeypatch):
         ms = float(rows[name][30:].split()[0])
         assert np.isfinite(ms) and ms > 0
     assert "optimizer" not in out and "per call" not in out      # only this section
+
+
+# ------------------------------------------------------------ parity over the registry
+# Every optimizer of tests/optimizers.py, every option set torch.optim has, several seeds:
+# fastadam.torch.X and fastadam.X (the NumPy class) against torch.optim.X(foreach=False),
+# stepping the same fixed gradients (no model: nothing feeds a difference back), on
+# tensors of sizes 0, 1, the SIMD tails and 2-d, float32 and float64 mixed in one group.
+# Compared after every few steps with conftest.assert_close (SPEC tolerances: float64 rtol
+# 1e-12 / atol 1e-14, float32 rtol 1e-5 / atol 1e-6 of the tensor's largest magnitude).
+
+import optimizers as registry  # noqa: E402
+from conftest import assert_close  # noqa: E402
+
+PARITY_SHAPES = [(0,), (1,), (7,), (15,), (17,), (63,), (65,), (127,), (3, 5), (4, 16), ()]
+PARITY_SEEDS = (0, 1, 2)
+NUMPY_SEEDS = (0, 1)            # the NumPy classes step the same kernels: fewer seeds
+PARITY_STEPS = 20
+CHECK_EVERY = 10
+_OPTION_CASES, _OPTION_IDS = registry.option_cases(torch_only=True)
+# Largest relative difference seen per (optimizer, dtype), for the summary below.
+WORST: dict = {}
+
+
+def parity_tensors(seed, shapes=PARITY_SHAPES, steps=PARITY_STEPS):
+    """Params (float32 and float64 alternating) and ``steps`` gradients per param."""
+    gen = torch.Generator().manual_seed(seed)
+    dtypes = [torch.float32 if i % 2 == 0 else torch.float64 for i in range(len(shapes))]
+    if seed % 2:
+        dtypes = dtypes[::-1]
+    params = [torch.randn(s, generator=gen, dtype=d) for s, d in zip(shapes, dtypes)]
+    grads = [[torch.randn(s, generator=gen, dtype=d) for s, d in zip(shapes, dtypes)]
+             for _ in range(steps)]
+    return params, grads
+
+
+def _np(x):
+    return x.detach().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+def assert_parity(info, pairs, where):
+    """``pairs``: {(name, dtype): [(label, torch.optim's, fastadam's)]}. SPEC tolerances:
+    float64 rtol 1e-12, atol 1e-14 (conftest.assert_close); float32 rtol 1e-5, atol 1e-6 of
+    the largest magnitude of that state over every param of the dtype (the data's scale, as
+    conftest's, taken over the whole param list: a 0-d or 1-element tensor whose value
+    cancels to near zero, ``buf = momentum*buf + g/avg`` from -4 to 0.018, say, carries the
+    absolute rounding of its operands, which its own magnitude cannot bound)."""
+    for (name, dtype), rows in pairs.items():
+        scale = max((float(np.max(np.abs(_np(a)))) for _, a, _ in rows if _np(a).size),
+                    default=0.0)
+        for label, a, b in rows:
+            a, b = _np(a), _np(b)
+            if a.dtype == np.float64:
+                assert_close(b, a, f"{where}: {label}")
+            else:
+                assert b.dtype == a.dtype and b.shape == a.shape, label
+                np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * scale,
+                                           err_msg=f"{where}: {label}")
+            if a.size and scale:
+                dev = float(np.max(np.abs(b.astype(np.float64) - a))) / scale
+                WORST[(info.name, str(a.dtype))] = max(WORST.get((info.name, str(a.dtype)),
+                                                                 0.0), dev)
+
+
+def expected_state_keys(info, hyper):
+    return (["step"] if info.torch_has_step else []) + info.state_names(hyper)
+
+
+def compare_torch_states(info, hypers, params_a, opt_a, params_b, opt_b, where):
+    """Params and every state tensor of fastadam.torch (b) against torch.optim (a)."""
+    pairs = {}
+    for i, (pa, pb, h) in enumerate(zip(params_a, params_b, hypers)):
+        pairs.setdefault(("param", pa.dtype), []).append((f"param {i}", pa, pb))
+        sa, sb = opt_a.state[pa], opt_b.state[pb]
+        assert sorted(sa) == sorted(sb) == sorted(expected_state_keys(info, h)), (i, list(sb))
+        for k in sa:
+            if k == "step":
+                assert float(sb[k]) == float(sa[k]) and sb[k].dtype == sa[k].dtype, (i, k)
+            else:
+                pairs.setdefault((k, pa.dtype), []).append((f"{k} of param {i}", sa[k], sb[k]))
+    assert_parity(info, pairs, where)
+
+
+def run_torch_parity(info, groups, seed, steps=PARITY_STEPS, change=None):
+    """torch.optim.X and fastadam.torch.X over ``groups``: [(hyper, param indices)].
+    ``change(step, opt)`` may change the groups' options before a step."""
+    params, grads = parity_tensors(seed, steps=steps)
+    params_a = [p.clone() for p in params]
+    params_b = [p.clone() for p in params]
+
+    def spec(ps):
+        return [{"params": [ps[j] for j in idx], **info.torch_kwargs(h), "foreach": False}
+                for h, idx in groups]
+
+    opt_a = getattr(torch.optim, info.torch_name)(spec(params_a))
+    opt_b = getattr(ft, info.torch_name)(spec(params_b))
+    hyper_of = {}
+    for h, idx in groups:
+        for j in idx:
+            hyper_of[j] = h
+    order = [j for _, idx in groups for j in idx]
+    for t in range(steps):
+        if change is not None:
+            change(t, opt_a)
+            change(t, opt_b)
+        for ps in (params_a, params_b):
+            for p, g in zip(ps, grads[t]):
+                p.grad = g.clone()
+        opt_a.step()
+        opt_b.step()
+        if (t + 1) % CHECK_EVERY == 0 or t + 1 == steps:
+            compare_torch_states(info, [hyper_of[j] for j in order],
+                                 [params_a[j] for j in order], opt_a,
+                                 [params_b[j] for j in order], opt_b,
+                                 f"{info.name} seed {seed} after {t + 1} steps")
+    return opt_a, opt_b
+
+
+@pytest.mark.parametrize("seed", PARITY_SEEDS)
+@pytest.mark.parametrize("info, hyper", _OPTION_CASES, ids=_OPTION_IDS)
+def test_registry_torch_parity(info, hyper, seed):
+    run_torch_parity(info, [(hyper, list(range(len(PARITY_SHAPES))))], seed)
+
+
+def _group_sets(info):
+    """Three option sets of ``info`` that differ in options and scalars."""
+    sets = info.torch_option_sets()
+    return [sets[0], sets[len(sets) // 2], sets[-1]]
+
+
+@pytest.mark.parametrize("seed", PARITY_SEEDS)
+@pytest.mark.parametrize("info", registry.OPTIMIZERS, ids=lambda i: i.name)
+def test_registry_torch_parity_param_groups(info, seed):
+    """Three param groups with their own options (float32 and float64 in each), one of
+    them changed between steps."""
+    n = len(PARITY_SHAPES)
+    idx = [list(range(0, n, 3)), list(range(1, n, 3)), list(range(2, n, 3))]
+    sets = _group_sets(info)
+    assert len({registry.set_id(h) for h in sets}) == 3
+
+    def change(t, opt):
+        if t == PARITY_STEPS // 2:
+            opt.param_groups[1]["lr"] *= 0.5
+            opt.param_groups[2]["weight_decay"] = 0.05
+
+    opt_a, opt_b = run_torch_parity(info, list(zip(sets, idx)), seed, change=change)
+    assert [g["lr"] for g in opt_b.param_groups] == [g["lr"] for g in opt_a.param_groups]
+
+
+@pytest.mark.parametrize("info", registry.OPTIMIZERS, ids=lambda i: i.name)
+def test_registry_torch_parity_many_steps(info):
+    """The option set with every state, 200 steps: the differences stay at rounding level
+    (the gradients do not depend on the params, so nothing amplifies them)."""
+    run_torch_parity(info, [(info.rich(), list(range(len(PARITY_SHAPES))))], seed=5,
+                     steps=200)
+
+
+@pytest.mark.parametrize("seed", NUMPY_SEEDS)
+@pytest.mark.parametrize("info, hyper", _OPTION_CASES, ids=_OPTION_IDS)
+def test_registry_numpy_class_parity(info, hyper, seed):
+    """fastadam.X (the NumPy class, through .numpy() arrays) against torch.optim.X."""
+    params, grads = parity_tensors(seed)
+    params_a = [p.clone() for p in params]
+    opt_a = getattr(torch.optim, info.torch_name)(params_a, **info.torch_kwargs(hyper),
+                                                   foreach=False)
+    arrays = [p.numpy().copy() for p in params]
+    opt_b = info.cls(arrays, **hyper)
+    for t in range(PARITY_STEPS):
+        for p, g in zip(params_a, grads[t]):
+            p.grad = g.clone()
+        opt_a.step()
+        opt_b.step([g.numpy() for g in grads[t]])
+        if (t + 1) % CHECK_EVERY:
+            continue
+        pairs = {}
+        for i, (pa, b) in enumerate(zip(params_a, arrays)):
+            pairs.setdefault(("param", pa.dtype), []).append((f"param {i}", pa, b))
+            sa = opt_a.state[pa]
+            assert sorted(k for k in sa if k != "step") == sorted(opt_b.state[i]) \
+                == sorted(info.state_names(hyper))
+            for k, arr in opt_b.state[i].items():
+                pairs.setdefault((k, pa.dtype), []).append((f"{k} of param {i}", sa[k], arr))
+            if info.torch_has_step:
+                assert float(sa["step"]) == opt_b.step_count == t + 1
+        assert_parity(info, pairs, f"{info.name} seed {seed} after {t + 1} steps")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def parity_summary(request):
+    """After the module: the largest difference the parity tests saw per optimizer and
+    dtype (max |fastadam - torch.optim| over the largest magnitude of that state over the
+    param list), on pytest's terminal."""
+    yield
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if WORST and reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("")
+            reporter.write_line("registry parity: largest |fastadam - torch.optim| / scale:")
+            for (name, dtype), dev in sorted(WORST.items()):
+                reporter.write_line(f"  {name:8s} {dtype:8s} {dev:.2e}")

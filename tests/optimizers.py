@@ -1,0 +1,383 @@
+"""The registry of optimizers the tests run over: one row per optimizer (the model is
+torch's ``OptimizerInfo``, torch/testing/_internal/common_optimizers.py).
+
+A row names the optimizer's NumPy class, its ``fastadam.torch`` and ``torch.optim`` class,
+its functional kernel and that kernel's ``fastadam.reference`` twin; its arrays and state
+arrays and when each state is present; its hyperparameters with their defaults; the option
+sets worth testing (the full grid of its on/off options, each with one of a few non-default
+scalar settings); and per hyperparameter its bad values, with the exception fastadam raises,
+the argument its message names, and what ``torch.optim`` does with the same value at
+construction.
+
+Plain data: a new optimizer gets every registry-driven test (torch parity, bad input,
+state_dict corruption, fuzzing) by adding one ``OptimizerInfo`` to ``OPTIMIZERS``.
+"""
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+import fastadam
+from fastadam import reference
+
+NAN, INF = math.nan, math.inf
+
+
+class NoTruthValue:
+    """A flag value with no truth value (its ``__bool__`` raises), like a NumPy array of
+    two elements, but of no NumPy type."""
+
+    def __bool__(self):
+        raise ValueError("no truth value")
+
+    def __repr__(self):
+        return "NoTruthValue()"
+
+
+@dataclass(frozen=True)
+class State:
+    """One state array: its name, whether a configuration (the hyperparameters with the
+    defaults filled in) has it, and an option change that makes a configuration without it
+    need it (None: always present)."""
+    name: str
+    present: Callable[[Mapping[str, Any]], bool]
+    enable: Optional[Dict[str, Any]] = None
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A bad hyperparameter setting.
+
+    ``over``: the hyperparameters to set (with whatever else the case needs);
+    ``exc``: what fastadam raises (functional, NumPy class and fastadam.torch alike);
+    ``arg``: the argument the message names first ("Invalid {arg}...");
+    ``torch``: what ``torch.optim``'s constructor raises for it, None when it accepts it
+    (fastadam is stricter there), or "n/a" for an option torch.optim does not have.
+    ``where``: the APIs that take it ("functional", "class", "torch")."""
+    over: Dict[str, Any]
+    exc: type
+    arg: str
+    torch: Any = "n/a"
+    where: Tuple[str, ...] = ("functional", "class", "torch")
+
+    @property
+    def id(self):
+        return ",".join(f"{k}={v!r}" for k, v in self.over.items())
+
+
+ALL_APIS = ("functional", "class", "torch")
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    name: str                       # the NumPy class's name, also torch.optim's
+    cls: type                       # fastadam.<name>
+    kernel: Callable                # fastadam.<kernel>_
+    reference: Callable             # fastadam.reference.<kernel>_
+    arrays: Tuple[str, ...]         # the arrays the kernel takes positionally, in order
+    states: Tuple[State, ...]       # every state array (positional ones first), in order
+    defaults: Dict[str, Any]        # the NumPy class's hyperparameters and defaults
+    kernel_defaults: Dict[str, Any]  # the functional kernel's (its keyword hyperparameters)
+    flags: Dict[str, Tuple[Any, ...]]    # the on/off axes of the option grid
+    scalars: Tuple[Dict[str, Any], ...]  # non-default scalar settings, cycled over the grid
+    extra_sets: Tuple[Dict[str, Any], ...] = ()   # further option sets
+    requires: Callable[[Mapping[str, Any]], bool] = lambda h: True   # valid combinations
+    bad: Tuple[Bad, ...] = ()
+    numpy_only: Tuple[str, ...] = ()     # class hyperparameters torch.optim does not have
+    kernel_step: str = "optional"        # the kernel's ``step``: "required", "optional", "none"
+    torch_has_step: bool = True          # whether torch.optim keeps state['step']
+    torch_name: Optional[str] = None     # fastadam.torch / torch.optim class name
+
+    def __post_init__(self):
+        if self.torch_name is None:
+            object.__setattr__(self, "torch_name", self.name)
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def kernel_name(self):
+        return self.kernel.__name__
+
+    @property
+    def optional(self):
+        """The state arrays the kernel takes by keyword."""
+        return tuple(s.name for s in self.states if s.name not in self.arrays)
+
+    def full(self, hyper):
+        """``hyper`` with the class defaults filled in."""
+        return {**self.defaults, **hyper}
+
+    def state_names(self, hyper):
+        """The states a NumPy-class optimizer built with ``hyper`` holds, in order."""
+        h = self.full(hyper)
+        return [s.name for s in self.states if s.present(h)]
+
+    def option_sets(self):
+        """Every combination of the on/off options (the invalid ones left out), each with
+        one of the non-default scalar settings in turn, then the extra sets."""
+        names = list(self.flags)
+        out = []
+        for values in itertools.product(*(self.flags[n] for n in names)):
+            h = dict(zip(names, values))
+            if self.requires(self.full(h)):
+                out.append(h)
+        out = [{**self.scalars[i % len(self.scalars)], **h} for i, h in enumerate(out)]
+        return out + [dict(h) for h in self.extra_sets]
+
+    def torch_option_sets(self):
+        """The option sets torch.optim has (none of the NumPy-only options changed)."""
+        return [h for h in self.option_sets()
+                if all(h.get(k, self.defaults[k]) == self.defaults[k] for k in self.numpy_only)]
+
+    def torch_kwargs(self, hyper):
+        """``hyper`` for torch.optim / fastadam.torch (the NumPy-only options dropped)."""
+        return {k: v for k, v in hyper.items() if k not in self.numpy_only}
+
+    def rich(self):
+        """An option set with every state present (for state_dict and bad-input tests)."""
+        for h in self.option_sets():
+            if len(self.state_names(h)) == len(self.states):
+                return h
+        raise AssertionError(f"{self.name}: no option set has every state")
+
+    def bad_for(self, api):
+        return [b for b in self.bad if api in b.where]
+
+
+# ---------------------------------------------------------------------------- bad values
+
+def _nonneg(name, torch_nan=ValueError, torch_inf=None, torch_type=TypeError):
+    """A finite real >= 0 (lr, momentum, weight_decay, alpha). ``torch_*``: what
+    torch.optim does with NaN, inf and a non-number (its checks are ``x < 0`` or
+    ``not 0 <= x``, so NaN passes the first and inf both)."""
+    return [
+        Bad({name: -1.0}, ValueError, name, ValueError),
+        Bad({name: -1e-300}, ValueError, name, ValueError),
+        Bad({name: NAN}, ValueError, name, torch_nan),
+        Bad({name: INF}, ValueError, name, torch_inf),
+        Bad({name: "0.1"}, TypeError, name, torch_type),
+        Bad({name: None}, TypeError, name, torch_type),
+        Bad({name: 1j}, TypeError, name, torch_type),
+        Bad({name: np.array([0.5, 0.5])}, TypeError, name, ValueError),
+    ]
+
+
+def _flag(name, torch_value=None, where=ALL_APIS, **needs):
+    """An on/off option: anything with a truth value is accepted (a string or None too);
+    a value without one is a TypeError naming the option. torch.optim stores most flags
+    unchecked (None), tests some at construction (ValueError from NumPy's bool)."""
+    return [Bad({**needs, name: np.array([1, 2])}, TypeError, name, torch_value, where),
+            Bad({**needs, name: np.array([])}, TypeError, name, torch_value, where),
+            Bad({**needs, name: NoTruthValue()}, TypeError, name, torch_value, where)]
+
+
+def _policy():
+    """The NumPy classes' gradient policy (not in torch.optim)."""
+    c = ("class",)
+    return [
+        Bad({"nonfinite": "ignore"}, ValueError, "nonfinite", where=c),
+        Bad({"nonfinite": "Skip"}, ValueError, "nonfinite", where=c),
+        Bad({"nonfinite": ""}, ValueError, "nonfinite", where=c),
+        Bad({"nonfinite": None}, TypeError, "nonfinite", where=c),
+        Bad({"nonfinite": 1}, TypeError, "nonfinite", where=c),
+        Bad({"nonfinite": True}, TypeError, "nonfinite", where=c),
+        Bad({"max_grad_norm": 0.0}, ValueError, "max_grad_norm", where=c),
+        Bad({"max_grad_norm": -1.0}, ValueError, "max_grad_norm", where=c),
+        Bad({"max_grad_norm": NAN}, ValueError, "max_grad_norm", where=c),
+        Bad({"max_grad_norm": INF}, ValueError, "max_grad_norm", where=c),
+        Bad({"max_grad_norm": "1"}, TypeError, "max_grad_norm", where=c),
+        Bad({"max_grad_norm": True}, TypeError, "max_grad_norm", where=c),
+    ]
+
+
+#: Bad ``grad_scale`` values for ``opt.step(grads, grad_scale=...)``.
+BAD_GRAD_SCALES = [(0.0, ValueError), (-1.0, ValueError), (NAN, ValueError),
+                   (INF, ValueError), (-INF, ValueError), ("2", TypeError),
+                   (True, TypeError), (1j, TypeError), (np.array([2.0, 2.0]), TypeError)]
+
+#: Bad ``step`` values for a functional kernel.
+BAD_STEPS = [
+    Bad({"step": 0}, ValueError, "step", where=("functional",)),
+    Bad({"step": -1}, ValueError, "step", where=("functional",)),
+    Bad({"step": 1.5}, TypeError, "step", where=("functional",)),
+    Bad({"step": 1.0}, TypeError, "step", where=("functional",)),
+    Bad({"step": True}, TypeError, "step", where=("functional",)),
+    Bad({"step": "2"}, TypeError, "step", where=("functional",)),
+    Bad({"step": np.array([3])}, TypeError, "step", where=("functional",)),
+    Bad({"step": 2**64}, ValueError, "step", where=("functional",)),
+]
+
+
+def _eps(torch_zero=None):
+    """eps: a finite real > 0 (torch.optim also accepts 0)."""
+    return [Bad({"eps": 0.0}, ValueError, "eps", torch_zero),
+            Bad({"eps": -1e-8}, ValueError, "eps", ValueError),
+            Bad({"eps": NAN}, ValueError, "eps", ValueError),
+            Bad({"eps": INF}, ValueError, "eps", None),
+            Bad({"eps": "1e-8"}, TypeError, "eps", TypeError),
+            Bad({"eps": None}, TypeError, "eps", TypeError)]
+
+
+def _betas():
+    return [
+        Bad({"betas": (-0.1, 0.999)}, ValueError, "betas[0]", ValueError),
+        Bad({"betas": (1.0, 0.999)}, ValueError, "betas[0]", ValueError),
+        Bad({"betas": (NAN, 0.999)}, ValueError, "betas[0]", ValueError),
+        Bad({"betas": (0.9, -0.1)}, ValueError, "betas[1]", ValueError),
+        Bad({"betas": (0.9, 1.0)}, ValueError, "betas[1]", ValueError),
+        Bad({"betas": (0.9, NAN)}, ValueError, "betas[1]", ValueError),
+        Bad({"betas": (0.9, INF)}, ValueError, "betas[1]", ValueError),
+        Bad({"betas": ("a", 0.999)}, TypeError, "betas[0]", TypeError),
+        Bad({"betas": (0.9, None)}, TypeError, "betas[1]", TypeError),
+        Bad({"betas": (0.9,)}, TypeError, "betas", IndexError),
+        Bad({"betas": (0.9, 0.99, 0.9)}, TypeError, "betas", None),
+        Bad({"betas": 0.9}, TypeError, "betas", TypeError),
+        Bad({"betas": None}, TypeError, "betas", TypeError),
+        Bad({"betas": "ab"}, TypeError, "betas", TypeError),
+    ]
+
+
+# ---------------------------------------------------------------------------- the rows
+
+_POLICY = dict(nonfinite="propagate", max_grad_norm=None)
+
+SGD = OptimizerInfo(
+    name="SGD", cls=fastadam.SGD, kernel=fastadam.sgd_, reference=reference.sgd_,
+    arrays=("param", "grad"),
+    states=(State("momentum_buffer", lambda h: h["momentum"] != 0, dict(momentum=0.9)),),
+    defaults=dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                  maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
+                         weight_decay=0.0, maximize=False),
+    flags=dict(momentum=(0.0, 0.9), nesterov=(False, True), dampening=(0.0, 0.3),
+               weight_decay=(0.0, 1e-2), maximize=(False, True)),
+    scalars=(dict(lr=1e-2), dict(lr=5e-2), dict(lr=3e-3)),
+    # dampening is any finite number (torch.optim does not check it at all)
+    extra_sets=(dict(lr=1e-2, momentum=0.5, dampening=-0.5),
+                dict(lr=1e-2, momentum=0.9, dampening=1.0, weight_decay=1e-2)),
+    requires=lambda h: not h["nesterov"] or (h["momentum"] > 0 and h["dampening"] == 0),
+    bad=tuple(
+        # torch.optim.SGD checks ``lr < 0``, so NaN passes it
+        _nonneg("lr", torch_nan=None)
+        + [Bad({"lr": True}, TypeError, "lr", None)]
+        + _nonneg("momentum", torch_nan=None)
+        + _nonneg("weight_decay", torch_nan=None)
+        + [Bad({"dampening": NAN}, ValueError, "dampening", None),
+           Bad({"dampening": INF}, ValueError, "dampening", None),
+           Bad({"dampening": -INF}, ValueError, "dampening", None),
+           Bad({"dampening": "0.1"}, TypeError, "dampening", None),
+           Bad({"dampening": None}, TypeError, "dampening", None),
+           Bad({"dampening": np.array([0.1, 0.1])}, TypeError, "dampening", None),
+           Bad({"nesterov": True, "momentum": 0.0}, ValueError, "nesterov", ValueError),
+           Bad({"nesterov": True, "momentum": 0.9, "dampening": 0.1}, ValueError, "nesterov",
+               ValueError),
+           Bad({"nesterov": True, "momentum": 0.9, "dampening": -0.1}, ValueError, "nesterov",
+               ValueError)]
+        # torch.optim.SGD evaluates ``nesterov and ...``: NumPy's ValueError
+        + _flag("nesterov", torch_value=ValueError, momentum=0.9)
+        + _flag("maximize")
+        + BAD_STEPS + _policy()),
+    torch_has_step=False,
+)
+
+RMSPROP = OptimizerInfo(
+    name="RMSprop", cls=fastadam.RMSprop, kernel=fastadam.rmsprop_,
+    reference=reference.rmsprop_,
+    arrays=("param", "grad", "square_avg"),
+    states=(State("square_avg", lambda h: True),
+            State("momentum_buffer", lambda h: h["momentum"] != 0, dict(momentum=0.5)),
+            State("grad_avg", lambda h: bool(h["centered"]), dict(centered=True))),
+    defaults=dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                  centered=False, maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                         centered=False, maximize=False),
+    flags=dict(centered=(False, True), momentum=(0.0, 0.5), weight_decay=(0.0, 1e-2),
+               maximize=(False, True)),
+    scalars=(dict(lr=1e-3), dict(lr=1e-3, alpha=0.9, eps=1e-6),
+             dict(lr=3e-3, alpha=0.5, eps=1e-3)),
+    extra_sets=(dict(lr=1e-3, alpha=0.0, eps=1e-4, momentum=0.9),),
+    bad=tuple(
+        _nonneg("lr") + _nonneg("alpha") + _nonneg("momentum") + _nonneg("weight_decay")
+        + _eps() + _flag("centered") + _flag("maximize") + _policy()),
+    kernel_step="none",
+)
+
+_ADAM_STATES = (State("exp_avg", lambda h: True), State("exp_avg_sq", lambda h: True),
+                State("max_exp_avg_sq", lambda h: bool(h["amsgrad"]), dict(amsgrad=True)))
+_ADAM_SCALARS = (dict(lr=3e-3), dict(lr=1e-2, betas=(0.8, 0.95), eps=1e-6),
+                 dict(lr=1e-3, betas=(0.5, 0.9), eps=1e-3))
+_ADAM_BAD = (_nonneg("lr") + _betas() + _eps() + _nonneg("weight_decay")
+             + _flag("amsgrad") + _flag("maximize")
+             + _flag("bias_correction", where=("functional", "class")))
+
+ADAM = OptimizerInfo(
+    name="Adam", cls=fastadam.Adam, kernel=fastadam.adam_, reference=reference.adam_,
+    arrays=("param", "grad", "exp_avg", "exp_avg_sq"), states=_ADAM_STATES,
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                  maximize=False, bias_correction=True, decoupled_weight_decay=False,
+                  **_POLICY),
+    kernel_defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                         amsgrad=False, maximize=False, bias_correction=True,
+                         decoupled_weight_decay=False),
+    flags=dict(amsgrad=(False, True), weight_decay=(0.0, 1e-2), maximize=(False, True),
+               decoupled_weight_decay=(False, True), bias_correction=(True, False)),
+    scalars=_ADAM_SCALARS,
+    extra_sets=(dict(lr=1e-2, betas=(0.0, 0.0), eps=1e-4, amsgrad=True),
+                dict(lr=1e-2, betas=[0.9, 0.99], weight_decay=0.1,
+                     decoupled_weight_decay=True)),
+    bad=tuple(_ADAM_BAD + _flag("decoupled_weight_decay") + BAD_STEPS
+              + [Bad({"step": None}, TypeError, "step", where=("functional",))] + _policy()),
+    numpy_only=("bias_correction",),
+    kernel_step="required",
+)
+
+ADAMW = OptimizerInfo(
+    name="AdamW", cls=fastadam.AdamW, kernel=fastadam.adamw_, reference=reference.adamw_,
+    arrays=("param", "grad", "exp_avg", "exp_avg_sq"), states=_ADAM_STATES,
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                  maximize=False, bias_correction=True, **_POLICY),
+    kernel_defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                         amsgrad=False, maximize=False, bias_correction=True),
+    flags=dict(amsgrad=(False, True), weight_decay=(1e-2, 0.0, 0.1), maximize=(False, True),
+               bias_correction=(True, False)),
+    scalars=_ADAM_SCALARS,
+    bad=tuple(_ADAM_BAD + BAD_STEPS
+              + [Bad({"step": None}, TypeError, "step", where=("functional",))] + _policy()),
+    numpy_only=("bias_correction",),
+    kernel_step="required",
+)
+
+OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW]
+BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
+
+
+def set_id(hyper):
+    """A short test id for an option set."""
+    return "-".join(f"{k}={v}" for k, v in hyper.items()) or "defaults"
+
+
+def option_cases(torch_only=False):
+    """(info, option set) over the registry, for parametrize, with ids."""
+    cases, ids = [], []
+    for info in OPTIMIZERS:
+        for h in (info.torch_option_sets() if torch_only else info.option_sets()):
+            cases.append((info, h))
+            ids.append(f"{info.name}-{set_id(h)}")
+    return cases, ids
+
+
+def bad_cases(api):
+    """(info, Bad) for every bad value ``api`` takes, for parametrize, with ids."""
+    cases, ids = [], []
+    for info in OPTIMIZERS:
+        for b in info.bad_for(api):
+            cases.append((info, b))
+            ids.append(f"{info.name}-{b.id}")
+    return cases, ids
+
+
+__all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "BY_NAME", "SGD", "RMSPROP", "ADAM",
+           "ADAMW", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
+           "set_id", "NoTruthValue"]
