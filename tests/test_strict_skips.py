@@ -106,3 +106,15 @@ def test_malformed_lists_are_usage_errors(tmp_path):
 def test_every_ci_job_has_a_section(job):
     for pattern, reason, why in load_allowed_skips(ALLOWED_SKIPS_FILE, job):
         assert pattern.startswith("tests/") and reason and why
+
+
+def test_patterns_take_brackets_literally():
+    # A parametrised test's id carries its parameters in brackets: "[*]" in an entry must
+    # match "[SGD]", as the lists write it (fnmatch would read "[*]" as the character "*").
+    from conftest import pattern_matches
+    assert pattern_matches("tests/t.py::test_x[*]", "tests/t.py::test_x[SGD]")
+    assert pattern_matches("tests/*", "tests/t.py::test_x[a-b]")
+    assert pattern_matches("tests/t.py::test_x[a]", "tests/t.py::test_x[a]")
+    assert not pattern_matches("tests/t.py::test_x[*]", "tests/t.py::test_x")
+    assert not pattern_matches("tests/t.py::test_x[*]", "tests/t.py::test_xy[a]")
+    assert not pattern_matches("tests/t.py::test_?", "tests/t.py::test_a")
