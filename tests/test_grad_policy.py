@@ -382,14 +382,14 @@ def test_plan_refuses_a_step_while_one_is_in_flight():
     # refuse the second step (it would rebind the grads of the step in flight), not run it.
     n = 4_000_000
     p, g = np.zeros(n, f32), np.ones(n, f32)
-    plan = _core.Plan(_core.KERNEL_SGD, [p], [(None, None, None)], ["0"],
-                      ("momentum_buffer", "", ""))
+    plan = _core.Plan(_core.KERNEL_SGD, [p], [(None,)], ["0"])
+    hyper = _core.validate("sgd", dict(lr=1.0))
     done = threading.Event()
     applied = [0, 0]        # steps that ran: by the worker, by this thread
 
     def stepper():
         while not done.is_set():
-            plan.sgd([g], 1.0, 0.0, 0.0, False, 0.0, False, True, nonfinite="skip")
+            plan.step([g], hyper, 1, nonfinite="skip")
             applied[0] += 1
 
     refused, other = 0, np.ones(n, f32)
@@ -398,7 +398,7 @@ def test_plan_refuses_a_step_while_one_is_in_flight():
     try:
         for _ in range(2000):
             try:
-                plan.sgd([other], 1.0, 0.0, 0.0, False, 0.0, False, True)
+                plan.step([other], hyper, 1)
                 applied[1] += 1
             except RuntimeError as e:
                 assert "already stepping in another thread" in str(e)
