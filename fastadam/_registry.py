@@ -79,6 +79,9 @@ class Optimizer(NamedTuple):
     torch_setdefaults: Dict[str, Any] = {}
     # (float32, float64) elements per thread from which a second thread pays off.
     min_per_thread: Optional[Tuple[int, int]] = None
+    # The benchmark's configuration (fastadam.bench): the functional's hyperparameters
+    # (torch.optim's class gets the same, but for step).
+    bench: Dict[str, Any] = {}
     doc: str = ""
 
 
@@ -119,6 +122,7 @@ OPTIMIZERS = (
         torch_setdefaults=dict(nesterov=False, maximize=False, foreach=None,
                                differentiable=False, fused=False),
         min_per_thread=(1 << 16, 1 << 15),
+        bench=dict(lr=1e-3, momentum=0.9, step=2),
         doc="""One SGD step, in place.
 
     ``g = -grad if maximize else grad``; ``g += weight_decay * param``;
@@ -168,6 +172,7 @@ OPTIMIZERS = (
         classes="Adam",
         torch_setdefaults=_ADAM_SETDEFAULTS,
         min_per_thread=(1 << 15, 1 << 14),
+        bench=dict(step=10),
         doc="""One Adam step (AdamW with ``decoupled_weight_decay=True``), in place.
 
     ``g = -grad if maximize else grad``; weight decay: ``g += weight_decay*param`` (L2) or
@@ -189,6 +194,7 @@ OPTIMIZERS = (
         order=_ADAM_ORDER,
         classes="AdamW",
         torch_setdefaults=_ADAM_SETDEFAULTS,
+        bench=dict(step=10),
         doc="""One AdamW step, in place: :func:`adam_` with ``decoupled_weight_decay=True`` and
     weight_decay 1e-2.
 
