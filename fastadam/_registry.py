@@ -204,6 +204,24 @@ OPTIMIZERS = (
     ``max_exp_avg_sq = maximum(max_exp_avg_sq, exp_avg_sq)`` replaces exp_avg_sq in
     ``param -= (lr/bc1) * exp_avg / (sqrt(exp_avg_sq)/sqrt(bc2) + eps)``."""),
     Optimizer(
+        "lion", "lion",
+        hyper=(
+            Hyper("lr", 1e-4, "nonneg"),
+            Hyper("betas", (0.9, 0.99), "unit_pair"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("exp_avg"),),
+        classes="Lion",
+        torch_step=False,       # as lion-pytorch: its state is exp_avg alone
+        torch_setdefaults=dict(maximize=False),
+        doc="""One Lion step (Chen et al. 2023), in place.
+
+    ``g = -grad if maximize else grad``; ``c = b1*exp_avg + (1-b1)*g``;
+    ``param = param*(1 - lr*weight_decay) - lr*sign(c)`` (sign(0) = 0);
+    ``exp_avg = b2*exp_avg + (1-b2)*g``.
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",

@@ -33,7 +33,7 @@ from . import _core, _registry
 
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion"]
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -279,3 +279,19 @@ class AdamW(Adam):
                  maximize: bool = False, bias_correction: bool = True,
                  nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
         Optimizer.__init__(self, params, _hyper(locals()))
+
+
+class Lion(Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
+
+    Per param, with ``g`` the grad (times the gradient policy's factor, negated when
+    ``maximize``): ``c = b1*m + (1-b1)*g``; ``p = p*(1 - lr*weight_decay) - lr*sign(c)``
+    (sign(0) = 0); ``m = b2*m + (1-b2)*g``. State: ``exp_avg`` (m)."""
+
+    _name = "lion"
+
+    def __init__(self, params: Params, lr: float = 1e-4,
+                 betas: Tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
+                 maximize: bool = False, nonfinite: str = "propagate",
+                 max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))

@@ -51,7 +51,7 @@ from torch.optim import Optimizer as _TorchOptimizer
 
 from . import _core, _registry
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop"]
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -596,3 +596,25 @@ class RMSprop(_Optimizer):
             lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
             weight_decay=weight_decay, capturable=capturable, foreach=foreach,
             maximize=maximize, differentiable=differentiable))
+
+
+class Lion(_Optimizer):
+    r"""Lion (Chen et al. 2023) with lion-pytorch's signature, defaults and state, on
+    fastadam's kernel.
+
+    ``g = -grad if maximize else grad``; ``c = b1*m + (1-b1)*g``;
+    ``p = p*(1 - lr*weight_decay) - lr*sign(c)`` (sign(0) = 0); ``m = b2*m + (1-b2)*g``.
+
+    State per param: ``exp_avg`` (m) only, no ``step``, as lion-pytorch's ``Lion``, so a
+    checkpoint moves between the two (its groups: ``lr``, ``betas``, ``weight_decay``, and
+    here ``maximize``, which lion-pytorch ignores and fills in as False on loading).
+    """
+
+    _name = "lion"
+
+    def __init__(self, params, lr: float = 1e-4, betas: Tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, *, maximize: bool = False):
+        if isinstance(betas, list):
+            betas = tuple(betas)
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      maximize=maximize))
