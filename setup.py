@@ -2,10 +2,11 @@
 
 The kernels live in fastadam/kernels/ (one file per optimizer), described by
 fastadam/_registry.py; fastadam/_generate.py turns the registry into the code that ties them
-together (run here first). The kernel module is compiled once per instruction set into small modules (_simd_baseline, _simd_avx2, _simd_avx512); fastadam._core
-picks one at import from what the CPU reports, so one binary runs on any x86-64 CPU and
-uses AVX2 or AVX-512 where present. No -march=native. Other targets (aarch64, a macOS
-universal2 build) get the baseline module only.
+together (run here first). They are compiled once per instruction set into small modules
+(_simd_baseline, _simd_avx2, _simd_avx512); fastadam._core picks one at import from what the
+CPU reports, so one binary runs on any x86-64 CPU and uses AVX2 or AVX-512 where present.
+No -march=native. Other targets (aarch64, a macOS universal2 build) get the baseline module
+only.
 
 The flags are in fastadam/_flags.py (read here without importing the package), one set for
 GCC and Clang, one for MSVC, chosen by the compiler setuptools actually uses.

@@ -94,9 +94,12 @@ def context(reg, reg_dir=HERE):
             read.append(f"{opt.kernel}_check(h)")
         need = [f"hp.need[{j}] = " + ("True" if s.when is None else _cexpr(s.when, names))
                 for j, s in enumerate(opt.states)]
-        missing = [f"if ({_cexpr(s.when, names)}) and {s.name} is None:\n"
-                   f"        raise ValueError({'Invalid ' + s.name + ': required when ' + reg['why'](s) + ', got None'!r})"
-                   for s in opt.states if s.when is not None]
+        missing = []
+        for s in opt.states:
+            if s.when is not None:
+                message = f"Invalid {s.name}: required when {reg['why'](s)}, got None"
+                missing.append(f"if ({_cexpr(s.when, names)}) and {s.name} is None:\n"
+                               f"        raise ValueError({message!r})")
         positional = ["param", "grad"] + [s.name for s in opt.states if s.when is None]
         kw_states = [s.name for s in opt.states if s.when is not None]
         order = [n for n in opt.order or (kw_states + [h.name for h in offered]
