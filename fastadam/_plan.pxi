@@ -27,7 +27,7 @@ cdef class Plan:
     cdef readonly Py_ssize_t ntensors
     cdef int nstates
     cdef list params, states, param_names, grad_names
-    cdef PyObject** arrays      # per tensor: param, then its states (NULL: absent)
+    cdef PyObject** arrays      # per tensor: param, then MAX_STATES states (NULL: absent)
     cdef tuple state_names, state_why
     cdef bint has_state[MAX_STATES]
     cdef Seg* segs              # grouped by dtype, in the kernel table's dtype order
@@ -68,7 +68,8 @@ cdef class Plan:
         self.slot = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
         self.dtype = <int*>malloc(max(n, 1) * sizeof(int))
         self.written = <Range*>malloc(max((1 + self.nstates) * n, 1) * sizeof(Range))
-        self.arrays = <PyObject**>malloc(max((1 + self.nstates) * n, 1) * sizeof(PyObject*))
+        # (a fixed stride, so that the per-step re-check loops a constant count)
+        self.arrays = <PyObject**>malloc(max((1 + MAX_STATES) * n, 1) * sizeof(PyObject*))
         if (self.segs == NULL or self.slot == NULL or self.dtype == NULL
                 or self.written == NULL or self.arrays == NULL):
             raise MemoryError()
@@ -109,10 +110,10 @@ cdef class Plan:
         finally:
             free(checked)
         for i in range(n):      # borrowed: self.params and self.states hold the references
-            self.arrays[(1 + self.nstates) * i] = <PyObject*>params[i]
-            for k in range(self.nstates):
-                x = states[i][k]
-                self.arrays[(1 + self.nstates) * i + 1 + k] = \
+            self.arrays[(1 + MAX_STATES) * i] = <PyObject*>params[i]
+            for k in range(MAX_STATES):
+                x = states[i][k] if k < self.nstates else None
+                self.arrays[(1 + MAX_STATES) * i + 1 + k] = \
                     <PyObject*>x if x is not None else NULL
         self._index_written()
         for d in range(N_DTYPES):
@@ -175,16 +176,18 @@ cdef class Plan:
         # A param or state may have been changed in place since the plan was made: its
         # dtype reassigned, made read-only, resized. Then this step must not run.
         cdef Seg* s = &self.segs[self.slot[i]]
-        cdef int npy_type = _NPY_TYPES[self.dtype[i]]
+        cdef int npy_type = _NPY_TYPES[self.dtype[i]], k
+        cdef PyObject** row = self.arrays + (1 + MAX_STATES) * i
         cdef PyObject* obj
-        cdef void* ptr
-        cdef int k
-        for k in range(1 + self.nstates):
-            obj = self.arrays[(1 + self.nstates) * i + k]
+        cdef void* ptrs[1 + MAX_STATES]
+        ptrs[0] = s.p
+        for k in range(MAX_STATES):
+            ptrs[1 + k] = s.s[k]
+        for k in range(1 + MAX_STATES):
+            obj = row[k]
             if obj == NULL:
                 continue
-            ptr = s.p if k == 0 else s.s[k - 1]
-            if (cnp.PyArray_DATA(<cnp.ndarray>obj) != ptr
+            if (cnp.PyArray_DATA(<cnp.ndarray>obj) != ptrs[k]
                     or cnp.PyArray_TYPE(<cnp.ndarray>obj) != npy_type
                     or cnp.PyArray_SIZE(<cnp.ndarray>obj) != s.n
                     or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>obj)

@@ -81,20 +81,21 @@ cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject
     cdef Py_ssize_t nbytes
     cdef int i, j, n = 2 + nstates
     cdef int dtype = _check_array(param, "param", None, True)
+    cdef cnp.ndarray p = <cnp.ndarray>param     # checked just now: no more type tests
     if grad is not None or required & REQ_GRAD:
-        _check_array(grad, "grad", param, False)
+        _check_array(grad, "grad", p, False)
     for i in range(nstates):
         if states[i] != NULL or required & (REQ_STATE << i):
-            _check_array(<object>states[i] if states[i] != NULL else None, names[i], param,
+            _check_array(<object>states[i] if states[i] != NULL else None, names[i], p,
                          True)
-    s.p = cnp.PyArray_DATA(param)
+    s.p = cnp.PyArray_DATA(p)
     s.g = cnp.PyArray_DATA(grad) if grad is not None else NULL
     for i in range(MAX_STATES):
         s.s[i] = cnp.PyArray_DATA(<cnp.ndarray>states[i]) if (
             i < nstates and states[i] != NULL) else NULL
-    s.n = cnp.PyArray_SIZE(param)
+    s.n = cnp.PyArray_SIZE(p)
     # Every array has the param's size and dtype, so all span the same number of bytes.
-    nbytes = cnp.PyArray_NBYTES(param)
+    nbytes = cnp.PyArray_NBYTES(p)
     data[0] = <char*>s.p
     data[1] = <char*>s.g
     for i in range(nstates):
@@ -179,7 +180,8 @@ cdef Py_ssize_t _step(object x) except -1:
     return t
 
 
-cdef int _unit_pair(object x, str name, str name0, str name1, double* out) except -1:
+cdef inline int _unit_pair(object x, str name, str name0, str name1,
+                           double* out) except -1:
     """A pair (tuple or list) of numbers in [0, 1); ``name0``/``name1`` ("betas[0]") name
     its elements in messages (passed in: formatting them on every call would cost more than
     the check)."""
