@@ -1,10 +1,12 @@
 """Build fastadam's extensions.
 
-The kernels live in one Cython source (fastadam/_kernels.pxi). It is compiled once per
-instruction set into small modules (_simd_baseline, _simd_avx2, _simd_avx512); fastadam._core
-picks one at import from what the CPU reports, so one binary runs on any x86-64 CPU and
-uses AVX2 or AVX-512 where present. No -march=native. Other targets (aarch64, a macOS
-universal2 build) get the baseline module only.
+The kernels live in fastadam/kernels/ (one file per optimizer), described by
+fastadam/_registry.py; fastadam/_generate.py turns the registry into the code that ties them
+together (run here first). They are compiled once per instruction set into small modules
+(_simd_baseline, _simd_avx2, _simd_avx512); fastadam._core picks one at import from what the
+CPU reports, so one binary runs on any x86-64 CPU and uses AVX2 or AVX-512 where present.
+No -march=native. Other targets (aarch64, a macOS universal2 build) get the baseline module
+only.
 
 The flags are in fastadam/_flags.py (read here without importing the package), one set for
 GCC and Clang, one for MSVC, chosen by the compiler setuptools actually uses.
@@ -31,6 +33,9 @@ DEBUG = os.environ.get("FASTADAM_DEBUG", "") not in ("", "0")
 SANITIZE = os.environ.get("FASTADAM_SANITIZE", "") not in ("", "0")
 FLAGS = runpy.run_path(os.path.join(HERE, "fastadam", "_flags.py"))
 SIMD_PATHS = list(FLAGS["SIMD_TARGETS"])
+# The per-optimizer code (kernel table, validation, functional wrappers, type stubs) is
+# generated from fastadam/_registry.py before anything is compiled or packaged.
+runpy.run_path(os.path.join(HERE, "fastadam", "_generate.py"))["generate"](verbose=True)
 
 
 def target_archs():

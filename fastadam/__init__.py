@@ -1,8 +1,8 @@
 """fastadam: fused, in-place optimizer steps on NumPy arrays.
 
-Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``), torch.optim-style
-classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``), and ``fastadam.reference``, the same
-rules in plain NumPy.
+Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``),
+torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``), and
+``fastadam.reference``, the same rules in plain NumPy.
 """
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ from ._core import (  # noqa: E402
     available_simd_paths,
     get_num_threads,
     get_simd_path,
+    lion_,
     rmsprop_,
     set_num_threads,
     set_simd_path,
@@ -28,11 +29,11 @@ from ._core import (  # noqa: E402
 )
 from .config import show_config  # noqa: E402
 from .flat import pack  # noqa: E402
-from .optim import SGD, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
+from .optim import SGD, Adam, AdamW, Lion, Optimizer, RMSprop  # noqa: E402
 
 __all__ = [
-    "sgd_", "rmsprop_", "adam_", "adamw_",
-    "SGD", "RMSprop", "Adam", "AdamW", "Optimizer",
+    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_",
+    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Optimizer",
     "pack", "show_config",
     "set_num_threads", "get_num_threads",
     "available_simd_paths", "get_simd_path", "set_simd_path",

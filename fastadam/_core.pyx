@@ -1,6 +1,8 @@
 # fastadam's compiled core: validation, SIMD dispatch, threads, the functional kernels and
 # the multi-tensor plan the optimizer classes run on. The parts are split into .pxi files
 # by concern; they are one extension module so that a call crosses no module boundary.
+# _optimizers.pxi (every optimizer's validation, ``prepare`` and functional wrapper) is
+# generated from fastadam/_registry.py by fastadam/_generate.py.
 
 cimport numpy as cnp
 import numpy as np
@@ -13,17 +15,11 @@ from libc.math cimport NAN, isfinite, pow, sqrt
 from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcmp
 
-from fastadam._kernels cimport (
-    F32, F64, Hyper, K_ADAM, K_PROBE, K_RMSPROP, K_SGD, KernelTable, Seg, SUMSQ_LANES,
-    kernel_fn, sumsq_fn,
-)
+from fastadam._kernels cimport *
 
 cnp.import_array()
 
 include "_dispatch.pxi"
 include "_validate.pxi"
-include "_functional.pxi"
+include "_optimizers.pxi"
 include "_plan.pxi"
-
-# Kernel ids for the optimizer classes (fastadam/optim.py).
-KERNEL_SGD, KERNEL_RMSPROP, KERNEL_ADAM = K_SGD, K_RMSPROP, K_ADAM

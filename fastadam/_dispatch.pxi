@@ -97,18 +97,10 @@ _select_simd()
 
 # Below this many elements per thread, handing work to a worker (~8 µs here: a wake-up
 # and a hand-back) costs more than it saves; the break-even depends on the kernel's cost per
-# element. Measured on 2 cores (1 vs 2 threads, side by side) and rounded to powers of two.
-# The probe uses Adam's thresholds so that "% of roofline" compares like with like.
-# [kernel][dtype]
-cdef Py_ssize_t MIN_PER_THREAD[4][2]
-MIN_PER_THREAD[K_SGD][F32] = 1 << 16
-MIN_PER_THREAD[K_SGD][F64] = 1 << 15
-MIN_PER_THREAD[K_RMSPROP][F32] = 1 << 15
-MIN_PER_THREAD[K_RMSPROP][F64] = 1 << 14
-MIN_PER_THREAD[K_ADAM][F32] = 1 << 15
-MIN_PER_THREAD[K_ADAM][F64] = 1 << 14
-MIN_PER_THREAD[K_PROBE][F32] = 1 << 15
-MIN_PER_THREAD[K_PROBE][F64] = 1 << 14
+# element. Measured on 2 cores (1 vs 2 threads, side by side), rounded to powers of two, and
+# kept in fastadam/_registry.py (``min_per_thread``; a kernel without a measured row gets
+# DEFAULT_MIN_PER_THREAD). [kernel][dtype], filled in by _optimizers.pxi.
+cdef Py_ssize_t MIN_PER_THREAD[N_KERNELS][N_DTYPES]
 cdef Py_ssize_t _min_override = 0
 # A worker reads the segment table the caller has just written (new grad pointers each
 # step): a cross-core cache miss per segment, ~0.2 µs here. Many tiny tensors (1000 of 100
@@ -177,7 +169,8 @@ set_num_threads(min(_default_threads(), 256))   # CPUs beyond 256 go unused
 
 cdef struct Job:
     kernel_fn fn
-    const Hyper* h
+    const void* consts
+    double grad_mul
     const Seg* segs
     Py_ssize_t nseg
     Py_ssize_t per_part     # elements per part (the last part may have fewer)
@@ -194,7 +187,7 @@ cdef void _run_part(void* ctx, int part, int nparts) noexcept nogil:
             a = lo - start if lo > start else 0
             b = hi - start if hi - start < n else n
             if a < b:
-                job.fn(job.h, &job.segs[i], a, b)
+                job.fn(job.consts, job.grad_mul, &job.segs[i], a, b)
         start += n
         if start >= hi:
             break
@@ -206,6 +199,8 @@ cdef inline int _nparts(Py_ssize_t total, Py_ssize_t nseg, Py_ssize_t min_per) n
     cdef int nparts = _num_threads
     if _min_override:
         min_per = _min_override
+    if min_per < 1:
+        min_per = 1
     if total // min_per < nparts:
         nparts = <int>(total // min_per)
     if nseg > 1 and total < nseg * MIN_AVG_SEGMENT:
@@ -213,18 +208,20 @@ cdef inline int _nparts(Py_ssize_t total, Py_ssize_t nseg, Py_ssize_t min_per) n
     return nparts
 
 
-cdef void _run(int kernel, int dtype, const Hyper* h, const Seg* segs, Py_ssize_t nseg,
-               Py_ssize_t total) noexcept nogil:
-    """Apply one kernel to every segment, split over threads when large enough."""
+cdef void _run(int kernel, int dtype, const void* consts, double grad_mul, const Seg* segs,
+               Py_ssize_t nseg, Py_ssize_t total) noexcept nogil:
+    """Apply one kernel (its loop constants ``consts``) to every segment, split over threads
+    when large enough."""
     cdef Job job
     cdef Py_ssize_t i
     cdef int nparts = _nparts(total, nseg, MIN_PER_THREAD[kernel][dtype])
     job.fn = _table.fn[kernel][dtype]
     if nparts <= 1:
         for i in range(nseg):
-            job.fn(h, &segs[i], 0, segs[i].n)
+            job.fn(consts, grad_mul, &segs[i], 0, segs[i].n)
         return
-    job.h = h
+    job.consts = consts
+    job.grad_mul = grad_mul
     job.segs = segs
     job.nseg = nseg
     job.per_part = (total + nparts - 1) // nparts

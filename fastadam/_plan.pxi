@@ -10,10 +10,6 @@
 # grad element by one combined factor (maximize sign, clipping, loss-scale), so clipping and
 # unscaling cost one extra read of the grads, not torch's separate passes.
 
-# Pass as ``grads`` to a plan's step methods to validate the hyperparameters only.
-CHECK_ONLY = object()
-
-
 cdef struct Range:
     char* lo
     char* hi
@@ -29,87 +25,101 @@ cdef int _cmp_range(const void* a, const void* b) noexcept nogil:
 cdef class Plan:
     cdef readonly int kernel
     cdef readonly Py_ssize_t ntensors
+    cdef int nstates
     cdef list params, states, param_names, grad_names
-    cdef PyObject** arrays      # per tensor: param, s0, s1, s2 (NULL: absent), for re-checks
-    cdef tuple state_names
-    cdef bint has_state[3]
-    cdef Seg* segs              # float32 tensors first, then float64
+    cdef PyObject** arrays      # per tensor: param, then MAX_STATES states (NULL: absent)
+    cdef tuple state_names, state_why
+    cdef bint has_state[MAX_STATES]
+    cdef Seg* segs              # grouped by dtype, in the kernel table's dtype order
     cdef Py_ssize_t* slot       # tensor i -> its index in segs
-    cdef Py_ssize_t n32, total32, total64
+    cdef int* dtype             # tensor i -> its dtype code
+    cdef Py_ssize_t first[N_DTYPES + 1]     # dtype d's segments: segs[first[d]:first[d+1]]
+    cdef Py_ssize_t total[N_DTYPES]         # and their number of elements
     cdef Range* written         # byte ranges of every param and state, sorted, disjoint
     cdef Py_ssize_t nwritten
     cdef double* blocks         # pre-pass scratch: one partial sum per block
-    cdef Py_ssize_t nb32
+    cdef Py_ssize_t block0[N_DTYPES]        # dtype d's first block in ``blocks``
     cdef bint busy              # a step is running (its GIL-free part may be in flight)
     cdef readonly double grad_norm  # the last pre-pass's 2-norm of the unscaled grads
 
-    def __cinit__(self, int kernel, list params, list states, list keys, tuple state_names):
-        """params: arrays; states: per tensor a 3-tuple of state arrays or None (laid out as
-        in Seg); keys: the reprs used in messages ("0", "'w'"); state_names: 3 names."""
-        cdef Py_ssize_t i, k, n = len(params), j32 = 0, j64
-        cdef int dtype
-        if not (len(states) == len(keys) == n and len(state_names) == 3):
-            raise ValueError("Plan: params, states and keys must have the same length")
-        if not 0 <= kernel < 3:
+    def __cinit__(self, int kernel, list params, list states, list keys):
+        """params: arrays; states: per tensor a tuple of the kernel's state arrays (its
+        registry order) or None; keys: the reprs used in messages ("0", "'w'")."""
+        cdef Py_ssize_t i, n = len(params), nb = 0
+        cdef int k, d
+        cdef PyObject* st[MAX_STATES]
+        if not 0 <= kernel < N_KERNELS:
             raise ValueError(f"Plan: invalid kernel {kernel}")
         self.kernel = kernel
+        self.nstates = _NSTATES[kernel]
+        if not len(states) == len(keys) == n:
+            raise ValueError("Plan: params, states and keys must have the same length")
+        for i in range(n):
+            if type(states[i]) is not tuple or len(states[i]) != self.nstates:
+                raise ValueError(f"Plan: states[{i}] must be a tuple of {self.nstates}")
         self.ntensors = n
         self.params = list(params)
         self.states = list(states)
-        self.state_names = state_names
+        self.state_names = _STATE_NAMES[kernel]
+        self.state_why = _STATE_WHY[kernel]
         self.param_names = [f"params[{key}]" for key in keys]
         self.grad_names = [f"grads[{key}]" for key in keys]
         self.segs = <Seg*>malloc(max(n, 1) * sizeof(Seg))
         self.slot = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
-        self.written = <Range*>malloc(max(4 * n, 1) * sizeof(Range))
-        if self.segs == NULL or self.slot == NULL or self.written == NULL:
+        self.dtype = <int*>malloc(max(n, 1) * sizeof(int))
+        self.written = <Range*>malloc(max((1 + self.nstates) * n, 1) * sizeof(Range))
+        # (a fixed stride, so that the per-step re-check loops a constant count)
+        self.arrays = <PyObject**>malloc(max((1 + MAX_STATES) * n, 1) * sizeof(PyObject*))
+        if (self.segs == NULL or self.slot == NULL or self.dtype == NULL
+                or self.written == NULL or self.arrays == NULL):
             raise MemoryError()
-        for k in range(3):
-            self.has_state[k] = n > 0 and states[0][k] is not None
-        # Validate in tensor order, then lay the segments out float32 first.
+        for k in range(MAX_STATES):
+            self.has_state[k] = n > 0 and k < self.nstates and states[0][k] is not None
+        # Validate in tensor order, then lay the segments out grouped by dtype.
         cdef Seg* checked = <Seg*>malloc(max(n, 1) * sizeof(Seg))
         if checked == NULL:
             raise MemoryError()
-        dtypes = []
+        cdef Py_ssize_t count[N_DTYPES]
+        for d in range(N_DTYPES):
+            count[d] = 0
+            self.total[d] = 0
         try:
             for i in range(n):
-                st = states[i]
-                for k in range(3):
-                    if (st[k] is not None) != self.has_state[k]:
-                        raise ValueError(f"Plan: {self.param_names[i]} lacks {state_names[k]}")
+                for k in range(self.nstates):
+                    x = states[i][k]
+                    if (x is not None) != self.has_state[k]:
+                        raise ValueError(f"Plan: {self.param_names[i]} lacks "
+                                         f"{self.state_names[k]}")
+                    st[k] = <PyObject*>x if x is not None else NULL
                 try:
-                    dtype = _check_tensor(&checked[i], 0, params[i], None, st[0],
-                                          state_names[0], st[1], state_names[1], st[2],
-                                          state_names[2])
+                    self.dtype[i] = _check_tensor(&checked[i], 0, params[i], None, st,
+                                                  self.nstates, self.state_names)
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"{self.param_names[i]}: {e}") from None
-                dtypes.append(dtype)
-            self.n32 = dtypes.count(F32)
-            j64 = self.n32
+                count[self.dtype[i]] += 1
+                self.total[self.dtype[i]] += checked[i].n
+            self.first[0] = 0
+            for d in range(N_DTYPES):
+                self.first[d + 1] = self.first[d] + count[d]
+                count[d] = self.first[d]        # next free slot of dtype d
             for i in range(n):
-                if dtypes[i] == F32:
-                    self.slot[i] = j32
-                    j32 += 1
-                    self.total32 += checked[i].n
-                else:
-                    self.slot[i] = j64
-                    j64 += 1
-                    self.total64 += checked[i].n
+                d = self.dtype[i]
+                self.slot[i] = count[d]
+                count[d] += 1
                 self.segs[self.slot[i]] = checked[i]
         finally:
             free(checked)
-        self.arrays = <PyObject**>malloc(max(4 * n, 1) * sizeof(PyObject*))
-        if self.arrays == NULL:
-            raise MemoryError()
         for i in range(n):      # borrowed: self.params and self.states hold the references
-            self.arrays[4 * i] = <PyObject*>params[i]
-            for k in range(3):
-                st = states[i][k]
-                self.arrays[4 * i + 1 + k] = <PyObject*>st if st is not None else NULL
+            self.arrays[(1 + MAX_STATES) * i] = <PyObject*>params[i]
+            for k in range(MAX_STATES):
+                x = states[i][k] if k < self.nstates else None
+                self.arrays[(1 + MAX_STATES) * i + 1 + k] = \
+                    <PyObject*>x if x is not None else NULL
         self._index_written()
-        self.nb32 = _sumsq_nblocks(self.total32)
-        self.blocks = <double*>malloc(
-            max(self.nb32 + _sumsq_nblocks(self.total64), 1) * sizeof(double))
+        for d in range(N_DTYPES):
+            self.block0[d] = nb
+            nb += _sumsq_nblocks(self.total[d])
+        self.blocks = <double*>malloc(max(nb, 1) * sizeof(double))
         if self.blocks == NULL:
             raise MemoryError()
         self.grad_norm = NAN
@@ -117,6 +127,7 @@ cdef class Plan:
     def __dealloc__(self):
         free(self.segs)
         free(self.slot)
+        free(self.dtype)
         free(self.written)
         free(self.arrays)
         free(self.blocks)
@@ -127,20 +138,17 @@ cdef class Plan:
         cdef Py_ssize_t i, k, m = 0
         cdef Py_ssize_t nbytes
         cdef Seg* s
-        cdef char* ptrs[4]
+        cdef char* ptr
         for i in range(self.ntensors):
             s = &self.segs[self.slot[i]]
             nbytes = cnp.PyArray_NBYTES(self.params[i])
-            ptrs[0] = <char*>s.p
-            ptrs[1] = <char*>s.s0
-            ptrs[2] = <char*>s.s1
-            ptrs[3] = <char*>s.s2
             if nbytes == 0:
                 continue
-            for k in range(4):
-                if ptrs[k] != NULL:
-                    self.written[m].lo = ptrs[k]
-                    self.written[m].hi = ptrs[k] + nbytes
+            for k in range(1 + self.nstates):
+                ptr = <char*>(s.p if k == 0 else s.s[k - 1])
+                if ptr != NULL:
+                    self.written[m].lo = ptr
+                    self.written[m].hi = ptr + nbytes
                     self.written[m].tensor = i
                     m += 1
         qsort(self.written, m, sizeof(Range), _cmp_range)
@@ -168,25 +176,22 @@ cdef class Plan:
         # A param or state may have been changed in place since the plan was made: its
         # dtype reassigned, made read-only, resized. Then this step must not run.
         cdef Seg* s = &self.segs[self.slot[i]]
-        cdef int dtype = cnp.NPY_FLOAT32 if self.slot[i] < self.n32 else cnp.NPY_FLOAT64
-        cdef void* ptrs[4]
+        cdef int npy_type = _NPY_TYPES[self.dtype[i]], k
+        cdef PyObject** row = self.arrays + (1 + MAX_STATES) * i
         cdef PyObject* obj
-        cdef cnp.PyArrayObject* a
-        cdef int k
+        cdef void* ptrs[1 + MAX_STATES]
         ptrs[0] = s.p
-        ptrs[1] = s.s0
-        ptrs[2] = s.s1
-        ptrs[3] = s.s2
-        for k in range(4):
-            obj = self.arrays[4 * i + k]
+        for k in range(MAX_STATES):
+            ptrs[1 + k] = s.s[k]
+        for k in range(1 + MAX_STATES):
+            obj = row[k]
             if obj == NULL:
                 continue
-            a = <cnp.PyArrayObject*>obj
-            if (cnp.PyArray_DATA(<cnp.ndarray>a) != ptrs[k]
-                    or cnp.PyArray_TYPE(<cnp.ndarray>a) != dtype
-                    or cnp.PyArray_SIZE(<cnp.ndarray>a) != s.n
-                    or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)
-                    or not cnp.PyArray_CHKFLAGS(<cnp.ndarray>a, cnp.NPY_ARRAY_C_CONTIGUOUS)):
+            if (cnp.PyArray_DATA(<cnp.ndarray>obj) != ptrs[k]
+                    or cnp.PyArray_TYPE(<cnp.ndarray>obj) != npy_type
+                    or cnp.PyArray_SIZE(<cnp.ndarray>obj) != s.n
+                    or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>obj)
+                    or not cnp.PyArray_CHKFLAGS(<cnp.ndarray>obj, cnp.NPY_ARRAY_C_CONTIGUOUS)):
                 what = self.param_names[i] if k == 0 else \
                     f"state {self.state_names[k - 1]!r} of {self.param_names[i]}"
                 raise ValueError(f"Invalid {what}: its dtype, size, layout, memory or "
@@ -219,25 +224,26 @@ cdef class Plan:
             s.g = gd
         return 0
 
-    cdef int _need(self, int k, bint needed, str why) except -1:
-        if needed and not self.has_state[k]:
-            raise ValueError(f"Invalid {self.state_names[k]}: required when {why}, but the "
-                             f"optimizer was built without it")
-        return 0
-
     cdef bint _prepass(self) noexcept nogil:
         """Set grad_norm from every grad; return whether any element is NaN or inf."""
-        cdef double s32 = 0.0, s64 = 0.0
-        cdef Py_ssize_t n64 = self.ntensors - self.n32
-        if self.n32:
-            s32 = _run_sumsq(F32, self.segs, self.n32, self.total32, self.blocks)
-        if n64:
-            s64 = _run_sumsq(F64, self.segs + self.n32, n64, self.total64,
-                             self.blocks + self.nb32)
-        self.grad_norm = sqrt(s32 + s64)
-        # A float32 square never overflows a double: a non-finite s32 means a NaN or inf.
-        return not isfinite(s32) or (not isfinite(s64) and
-                                     _any_nonfinite_f64(self.segs + self.n32, n64))
+        cdef double sumsq, total = 0.0
+        cdef bint bad = False
+        cdef int d
+        cdef Py_ssize_t n
+        for d in range(N_DTYPES):
+            n = self.first[d + 1] - self.first[d]
+            if not n:
+                continue
+            sumsq = _run_sumsq(d, self.segs + self.first[d], n, self.total[d],
+                               self.blocks + self.block0[d])
+            total = total + sumsq
+            # Only a float64 square can overflow a double: for the narrower dtypes a
+            # non-finite sum means a NaN or inf element.
+            if not isfinite(sumsq) and (d != F64 or
+                                        _any_nonfinite_f64(self.segs + self.first[d], n)):
+                bad = True
+        self.grad_norm = sqrt(total)
+        return bad
 
     cdef str _first_nonfinite(self, object grads):
         # Only on the error path: find it again with NumPy, in tensor order. (asarray: a
@@ -253,16 +259,48 @@ cdef class Plan:
                         f"{where}; no param or state was changed")
         return "Non-finite gradient"    # unreachable: the pre-pass found one
 
-    cdef object _go(self, int kernel, object grads, Hyper* h, const GradPolicy* pol):
-        """Bind and check the grads, run the pre-pass if the policy needs it, then the update.
-
-        Returns False when the step was skipped (nonfinite="skip"), True when applied."""
-        cdef bint bad, prepass = pol.nonfinite != NONFINITE_PROPAGATE or pol.max_norm > 0.0
-        cdef double norm, coef, factor = 1.0
-        if kernel != self.kernel:
+    cdef int _check(self, Hyperparams hyper, object step, Consts* c,
+                    double* grad_mul) except -1:
+        cdef int k
+        if hyper.kernel != self.kernel:
             raise ValueError("Plan: built for another optimizer")
-        if grads is CHECK_ONLY:
-            return True
+        _prepare(hyper, c, grad_mul, _step(step))
+        for k in range(self.nstates):
+            if hyper.need[k] and not self.has_state[k]:
+                raise ValueError(f"Invalid {self.state_names[k]}: required when "
+                                 f"{self.state_why[k]}, but the optimizer was built "
+                                 f"without it")
+        return 0
+
+    def check(self, Hyperparams hyper not None, step, nonfinite="propagate",
+              max_grad_norm=None, grad_scale=None):
+        """Raise what :meth:`step` would raise for these arguments before it looks at the
+        grads (the step's loop constants; a state the options need and the plan lacks; the
+        gradient policy). For callers that must check several plans before stepping any."""
+        cdef Consts c
+        cdef double grad_mul
+        cdef GradPolicy pol
+        self._check(hyper, step, &c, &grad_mul)
+        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
+
+    def step(self, grads, Hyperparams hyper not None, step, nonfinite="propagate",
+             max_grad_norm=None, grad_scale=None):
+        """One step over every tensor: ``hyper`` from :func:`validate` (for this plan's
+        kernel), ``step`` the 1-based number of this step, then the gradient policy
+        (nonfinite, max_grad_norm, grad_scale: see _grad_policy).
+
+        Binds and checks the grads, runs the pre-pass if the policy needs it, then the
+        update. Returns False when the step was skipped (nonfinite="skip"), True when
+        applied. Everything is checked before anything is written."""
+        cdef Consts c
+        cdef double grad_mul, norm, coef, factor = 1.0
+        cdef GradPolicy pol
+        cdef bint bad, prepass
+        cdef int d
+        cdef Py_ssize_t n
+        self._check(hyper, step, &c, &grad_mul)
+        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
+        prepass = pol.nonfinite != NONFINITE_PROPAGATE or pol.max_norm > 0.0
         # The kernels run without the GIL: a second thread must not rebind the grads
         # of a step in flight. (The optimizer classes hold a lock, so they never get here.)
         if self.busy:
@@ -286,50 +324,13 @@ cdef class Plan:
                     # a NaN norm propagating (as torch's clamp does)
                     coef = pol.max_norm / (norm + 1e-6)
                     factor = 1.0 if coef >= 1.0 else coef
-            h.grad_mul = h.grad_mul * (factor / pol.scale)
+            grad_mul = grad_mul * (factor / pol.scale)
             with nogil:
-                if self.n32:
-                    _run(kernel, F32, h, self.segs, self.n32, self.total32)
-                if self.ntensors > self.n32:
-                    _run(kernel, F64, h, self.segs + self.n32, self.ntensors - self.n32,
-                         self.total64)
+                for d in range(N_DTYPES):
+                    n = self.first[d + 1] - self.first[d]
+                    if n:
+                        _run(self.kernel, d, &c, grad_mul, self.segs + self.first[d], n,
+                             self.total[d])
             return True
         finally:
             self.busy = False
-
-    # Each step method validates its hyperparameters and gradient policy (nonfinite,
-    # max_grad_norm, grad_scale: see _grad_policy), then runs _go. ``grads=CHECK_ONLY``
-    # validates only. Returns True when the update was applied, False when skipped.
-
-    def sgd(self, grads, lr, momentum, dampening, nesterov, weight_decay, maximize,
-            bint first_step, nonfinite="propagate", max_grad_norm=None, grad_scale=None):
-        """One SGD step over every tensor."""
-        cdef Hyper h
-        cdef GradPolicy pol
-        _sgd_hyper(&h, lr, momentum, dampening, nesterov, weight_decay, maximize, first_step)
-        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
-        self._need(0, h.use_momentum, "momentum != 0")
-        return self._go(K_SGD, grads, &h, &pol)
-
-    def rmsprop(self, grads, lr, alpha, eps, weight_decay, momentum, centered, maximize,
-                nonfinite="propagate", max_grad_norm=None, grad_scale=None):
-        """One RMSprop step over every tensor."""
-        cdef Hyper h
-        cdef GradPolicy pol
-        _rmsprop_hyper(&h, lr, alpha, eps, weight_decay, momentum, centered, maximize)
-        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
-        self._need(1, h.use_momentum, "momentum != 0")
-        self._need(2, h.centered, "centered=True")
-        return self._go(K_RMSPROP, grads, &h, &pol)
-
-    def adam(self, grads, step, lr, betas, eps, weight_decay, amsgrad, maximize,
-             bias_correction, decoupled, nonfinite="propagate", max_grad_norm=None,
-             grad_scale=None):
-        """One Adam/AdamW step over every tensor."""
-        cdef Hyper h
-        cdef GradPolicy pol
-        _adam_hyper(&h, step, lr, betas, eps, weight_decay, amsgrad, maximize,
-                    bias_correction, _flag(decoupled, "decoupled_weight_decay"))
-        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
-        self._need(2, h.amsgrad, "amsgrad=True")
-        return self._go(K_ADAM, grads, &h, &pol)

@@ -6,17 +6,28 @@ cdef inline str _shape(cnp.ndarray a):
     return str((<object>a).shape)
 
 
+cdef inline int _dtype_code(int npy_type) noexcept:
+    """The storage dtype's index in the kernel table (F32, ...), -1 for any other type."""
+    cdef int d
+    for d in range(N_DTYPES):
+        if _NPY_TYPES[d] == npy_type:
+            return d
+    return -1
+
+
 cdef int _check_array(object obj, str name, cnp.ndarray param, bint writable) except -1:
-    """Check one array against its param (or, when ``param`` is None, as the param)."""
+    """Check one array against its param (or, when ``param`` is None, as the param).
+    Returns the param's dtype code (F32, ...) when ``param`` is None, else 0."""
     cdef cnp.ndarray a
-    cdef int t
+    cdef int t, code = 0
     if not cnp.PyArray_Check(obj):
         raise TypeError(f"Invalid {name}: expected a numpy.ndarray, got {type(obj).__name__}")
     a = <cnp.ndarray>obj
     t = cnp.PyArray_TYPE(a)
     if param is None:
-        if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(a):
-            raise TypeError(f"Invalid {name} dtype: expected float32 or float64 in native "
+        code = _dtype_code(t)
+        if code < 0 or not cnp.PyArray_ISNOTSWAPPED(a):
+            raise TypeError(f"Invalid {name} dtype: expected {_DTYPE_NAMES} in native "
                             f"byte order, got {a.dtype.str} ({a.dtype})")
     elif t != cnp.PyArray_TYPE(param) or not cnp.PyArray_ISNOTSWAPPED(a):
         raise TypeError(f"Invalid {name} dtype: expected {param.dtype} (the param's), "
@@ -36,7 +47,12 @@ cdef int _check_array(object obj, str name, cnp.ndarray param, bint writable) ex
                            cnp.PyArray_NDIM(a) * sizeof(cnp.npy_intp)) != 0)):
         raise ValueError(f"Invalid {name} shape: expected {_shape(param)} (the param's), "
                          f"got {_shape(a)}")
-    return 0
+    return code
+
+
+def check_param(obj, name="param"):
+    """Raise the TypeError/ValueError a step would raise if ``obj`` cannot be a param."""
+    _check_array(obj, name, None, True)
 
 
 cdef inline bint _overlap(const char* a, Py_ssize_t na, const char* b, Py_ssize_t nb) noexcept:
@@ -44,56 +60,54 @@ cdef inline bint _overlap(const char* a, Py_ssize_t na, const char* b, Py_ssize_
     return na > 0 and nb > 0 and a < b + nb and b < a + na
 
 
-# Which of a tensor's arrays must be given (the others may be None: absent).
+# Which of a tensor's arrays must be given (the others may be None: absent): the grad, and
+# state k as REQ_STATE << k.
 cdef enum:
     REQ_GRAD = 1
-    REQ_S0 = 2
-    REQ_S1 = 4
+    REQ_STATE = 2
 
 
-cdef int _check_tensor(Seg* s, int required, object param, object grad, object s0, str name0,
-                       object s1, str name1, object s2, str name2) except -1:
-    """Validate one tensor's param, grad and states and fill ``s``.
+cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject** states,
+                       int nstates, tuple names) except -1:
+    """Validate one tensor's param, grad and ``nstates`` states (NULL: not given; their
+    ``names``) and fill ``s``.
 
-    An array not in ``required`` may be None (absent: a NULL pointer the kernel's options
-    never touch; a plan checks its params and states before any grad exists).
+    An array not in ``required`` may be absent (a NULL pointer the kernel's options never
+    touch; a plan checks its params and states before any grad exists).
 
-    Returns the dtype code (F32/F64). Checks every array, then that no two share memory.
+    Returns the dtype code (F32, ...). Checks every array, then that no two share memory.
     """
-    cdef char* data[5]
-    cdef Py_ssize_t nbytes[5]
-    cdef int i, j
-    _check_array(param, "param", None, True)
+    cdef char* data[2 + MAX_STATES]
+    cdef Py_ssize_t nbytes
+    cdef int i, j, n = 2 + nstates
+    cdef int dtype = _check_array(param, "param", None, True)
+    cdef cnp.ndarray p = <cnp.ndarray>param     # checked just now: no more type tests
     if grad is not None or required & REQ_GRAD:
-        _check_array(grad, "grad", param, False)
-    if s0 is not None or required & REQ_S0:
-        _check_array(s0, name0, param, True)
-    if s1 is not None or required & REQ_S1:
-        _check_array(s1, name1, param, True)
-    if s2 is not None:
-        _check_array(s2, name2, param, True)
-    s.p = cnp.PyArray_DATA(param)
+        _check_array(grad, "grad", p, False)
+    for i in range(nstates):
+        if states[i] != NULL or required & (REQ_STATE << i):
+            _check_array(<object>states[i] if states[i] != NULL else None, names[i], p,
+                         True)
+    s.p = cnp.PyArray_DATA(p)
     s.g = cnp.PyArray_DATA(grad) if grad is not None else NULL
-    s.s0 = cnp.PyArray_DATA(s0) if s0 is not None else NULL
-    s.s1 = cnp.PyArray_DATA(s1) if s1 is not None else NULL
-    s.s2 = cnp.PyArray_DATA(s2) if s2 is not None else NULL
-    s.n = cnp.PyArray_SIZE(param)
+    for i in range(MAX_STATES):
+        s.s[i] = cnp.PyArray_DATA(<cnp.ndarray>states[i]) if (
+            i < nstates and states[i] != NULL) else NULL
+    s.n = cnp.PyArray_SIZE(p)
     # Every array has the param's size and dtype, so all span the same number of bytes.
-    nbytes[0] = cnp.PyArray_NBYTES(param)
+    nbytes = cnp.PyArray_NBYTES(p)
     data[0] = <char*>s.p
     data[1] = <char*>s.g
-    data[2] = <char*>s.s0
-    data[3] = <char*>s.s1
-    data[4] = <char*>s.s2
-    for i in range(5):
-        nbytes[i] = nbytes[0] if data[i] != NULL else 0
-    for i in range(5):
-        for j in range(i + 1, 5):
-            if _overlap(data[i], nbytes[i], data[j], nbytes[j]):
-                names = ("param", "grad", name0, name1, name2)
-                raise ValueError(f"Invalid {names[j]}: it shares memory with {names[i]}; "
-                                 f"every array must be a separate buffer")
-    return F32 if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32 else F64
+    for i in range(nstates):
+        data[2 + i] = <char*>s.s[i]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if data[i] != NULL and data[j] != NULL and _overlap(data[i], nbytes, data[j],
+                                                                nbytes):
+                all_names = ("param", "grad") + names
+                raise ValueError(f"Invalid {all_names[j]}: it shares memory with "
+                                 f"{all_names[i]}; every array must be a separate buffer")
+    return dtype
 
 
 # ---------------------------------------------------------------------------- scalars
@@ -111,16 +125,6 @@ cdef double _real(object x, str name) except? -1.0:
         raise ValueError(f"Invalid {name}: {x!r} (too large)") from None
     except (TypeError, ValueError):
         raise TypeError(f"Invalid {name}: expected a real number, got {x!r}") from None
-
-
-def check_flag(x, name):
-    """An on/off option as a bool; TypeError naming ``name`` if it has no truth value."""
-    return _flag(x, name)
-
-
-def check_nonneg(x, name):
-    """A finite real number >= 0 as a float; TypeError/ValueError naming ``name``."""
-    return _nonneg(x, name)
 
 
 cdef bint _flag(object x, str name) except -1:
@@ -176,74 +180,17 @@ cdef Py_ssize_t _step(object x) except -1:
     return t
 
 
-# ---------------------------------------------------------------------------- hyperparameters
-# Each builder validates one optimizer's scalars and turns them into the kernel's Hyper.
-
-cdef void _common(Hyper* h, double lr, double wd, bint maximize, bint decoupled) noexcept:
-    h.lr = lr
-    h.grad_mul = -1.0 if maximize else 1.0
-    h.l2 = wd != 0.0 and not decoupled
-    h.weight_decay = wd if h.l2 else 0.0
-    h.decay = 1.0 - lr * wd if decoupled else 1.0
-
-
-cdef int _sgd_hyper(Hyper* h, object lr, object momentum, object dampening, object nesterov_,
-                    object weight_decay, object maximize, bint first_step) except -1:
-    cdef double mom = _nonneg(momentum, "momentum"), damp = _finite(dampening, "dampening")
-    cdef bint nesterov = _flag(nesterov_, "nesterov")
-    if nesterov and (mom <= 0.0 or damp != 0.0):
-        raise ValueError("Invalid nesterov: nesterov=True requires momentum > 0 and "
-                         "dampening == 0")
-    _common(h, _nonneg(lr, "lr"), _nonneg(weight_decay, "weight_decay"),
-            _flag(maximize, "maximize"), False)
-    h.momentum = mom
-    h.one_minus_dampening = 1.0 - damp
-    h.use_momentum = mom != 0.0
-    h.nesterov = nesterov
-    h.first_step = first_step
-    return 0
-
-
-cdef int _rmsprop_hyper(Hyper* h, object lr, object alpha, object eps, object weight_decay,
-                        object momentum, object centered, object maximize) except -1:
-    cdef double a = _nonneg(alpha, "alpha"), mom = _nonneg(momentum, "momentum")
-    _common(h, _nonneg(lr, "lr"), _nonneg(weight_decay, "weight_decay"),
-            _flag(maximize, "maximize"), False)
-    h.alpha = a
-    h.one_minus_alpha = 1.0 - a
-    h.eps = _positive(eps, "eps")
-    h.momentum = mom
-    h.use_momentum = mom != 0.0
-    h.centered = _flag(centered, "centered")
-    return 0
-
-
-cdef int _adam_hyper(Hyper* h, object step, object lr, object betas, object eps,
-                     object weight_decay, object amsgrad, object maximize,
-                     object bias_correction, bint decoupled) except -1:
-    cdef double b1, b2, bc1 = 1.0, bc2 = 1.0, rate
-    cdef Py_ssize_t t = _step(step)
-    if type(betas) is not tuple and type(betas) is not list or len(betas) != 2:
-        raise TypeError(f"Invalid betas: expected a pair (beta1, beta2), got {betas!r}")
-    b1 = _unit(betas[0], "betas[0]")
-    b2 = _unit(betas[1], "betas[1]")
-    rate = _nonneg(lr, "lr")
-    _common(h, rate, _nonneg(weight_decay, "weight_decay"), _flag(maximize, "maximize"),
-            decoupled)
-    if _flag(bias_correction, "bias_correction"):
-        bc1 = 1.0 - pow(b1, <double>t)
-        bc2 = 1.0 - pow(b2, <double>t)
-        if bc1 == 0.0 or bc2 == 0.0:   # a beta of 0 never makes this 0; a tiny t*(1-b) does
-            raise ValueError(f"Invalid betas/step: bias correction 1 - beta**step is 0 for "
-                             f"betas={betas!r}, step={t}")
-    h.beta1 = b1
-    h.one_minus_beta1 = 1.0 - b1
-    h.beta2 = b2
-    h.one_minus_beta2 = 1.0 - b2
-    h.step_size = rate / bc1
-    h.inv_sqrt_bc2 = 1.0 / sqrt(bc2)
-    h.eps = _positive(eps, "eps")
-    h.amsgrad = _flag(amsgrad, "amsgrad")
+cdef inline int _unit_pair(object x, str name, str name0, str name1,
+                           double* out) except -1:
+    """A pair (tuple or list) of numbers in [0, 1); ``name0``/``name1`` ("betas[0]") name
+    its elements in messages (passed in: formatting them on every call would cost more than
+    the check)."""
+    cdef str one
+    if type(x) is not tuple and type(x) is not list or len(x) != 2:
+        one = name[:len(name) - 1] if name.endswith("s") else name     # betas: beta1
+        raise TypeError(f"Invalid {name}: expected a pair ({one}1, {one}2), got {x!r}")
+    out[0] = _unit(x[0], name0)
+    out[1] = _unit(x[1], name1)
     return 0
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 import fastadam
-from fastadam import _core, _tuned, reference
+from fastadam import _core, _registry, _tuned, reference
 from fastadam.config import cpu_features
 
 torch = None      # the torch module once load_torch() found it: the optional columns
@@ -46,13 +46,36 @@ def load_torch():
         torch = _torch
     return torch
 
-OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
+# One row per registry entry with classes (fastadam/_registry.py), configured by its
+# ``bench`` hyperparameters.
+OPTIMIZERS = tuple(e.name for e in _registry.OPTIMIZERS if e.classes)
 FULL_SIZES = (16, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 50_000_000)
 QUICK_SIZES = (16, 1_000, 10_000, 100_000, 1_000_000)
 
-# Arrays each step reads and writes, per element (SGD with momentum 0.9; the others at
-# their defaults): the traffic that GB/s counts.
-STREAMS = {"sgd": 5, "rmsprop": 5, "adam": 7, "adamw": 7, "probe": 7}
+
+
+def _used_states(opt: str) -> List[_registry.State]:
+    """The states a benchmark step of ``opt`` reads and writes."""
+    entry = _registry.by_name(opt)
+    needs = _core.validate(opt, entry.bench).needs
+    return [s for s, need in zip(entry.states, needs) if need]
+
+
+# Arrays each step reads and writes, per element (with each entry's ``bench``
+# hyperparameters: SGD with momentum 0.9, the others at their defaults): read p, g and
+# every state, write p and every state. The traffic that GB/s counts.
+STREAMS = {**{opt: 3 + 2 * len(_used_states(opt)) for opt in OPTIMIZERS}, "probe": 7}
+
+# Tuned NumPy (fastadam/_tuned.py) for the benchmarked configurations: (param, grad,
+# states, scratch). An optimizer without one has no "tuned" column.
+TUNED: Dict[str, Callable[..., None]] = {
+    "sgd": lambda p, g, s, tmp: _tuned.sgd_momentum_(p, g, s[0], tmp, lr=1e-3, momentum=0.9),
+    "rmsprop": lambda p, g, s, tmp: _tuned.rmsprop_(p, g, s[0], tmp),
+    "adam": lambda p, g, s, tmp: _tuned.adam_(p, g, s[0], s[1], tmp, step=10),
+    "adamw": lambda p, g, s, tmp: _tuned.adam_(p, g, s[0], s[1], tmp, step=10,
+                                               weight_decay=1e-2,
+                                               decoupled_weight_decay=True),
+}
 
 
 SETTLE = 0.02   # seconds of pause before each sample (see side_by_side)
@@ -102,11 +125,13 @@ def _arrays(n: int, dtype, rng: np.random.Generator, count: int) -> List[np.ndar
 
 
 def _torch_optimizer(opt: str, params):
-    cls = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
-           "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[opt]
-    kw = {"momentum": 0.9} if opt == "sgd" else {}
-    if opt == "sgd":
-        kw["lr"] = 1e-3
+    """torch.optim's class for ``opt`` with its ``bench`` hyperparameters: fused if torch
+    has that, else foreach, else the for-loop; RuntimeError if torch has no such class."""
+    entry = _registry.by_name(opt)
+    cls = getattr(torch.optim, entry.classes or "", None)
+    if cls is None:
+        raise RuntimeError(f"no torch {opt}")
+    kw = {k: v for k, v in entry.bench.items() if k != "step"}
     for flavour in ({"fused": True}, {"foreach": True}, {}):
         try:
             o = cls(params, **kw, **flavour)
@@ -128,27 +153,22 @@ def _torch_step(opt: str, params, grads) -> Callable[[], object]:
 def make_case(opt: str, dtype, n: int, rng: np.random.Generator, with_torch: bool
               ) -> Dict[str, Callable[[], object]]:
     """Callables for one row: fastadam, probe, reference, tuned (and torch)."""
-    p, g, s0, s1 = _arrays(n, dtype, rng, 4)
+    entry = _registry.by_name(opt)
+    used = _used_states(opt)
+    p, g, *states = _arrays(n, dtype, rng, 2 + len(used))
     tmp = np.empty_like(p)
     pp, pg, ps0, ps1 = _arrays(n, dtype, rng, 4)     # the probe's own arrays
-    fns: Dict[str, Callable[[], object]] = {}
-    if opt == "sgd":
-        fns["fastadam"] = lambda: fastadam.sgd_(p, g, momentum_buffer=s0, lr=1e-3,
-                                                momentum=0.9, step=2)
-        fns["ref"] = lambda: reference.sgd_(p, g, momentum_buffer=s0, lr=1e-3, momentum=0.9,
-                                            step=2)
-        fns["tuned"] = lambda: _tuned.sgd_momentum_(p, g, s0, tmp, lr=1e-3, momentum=0.9)
-    elif opt == "rmsprop":
-        fns["fastadam"] = lambda: fastadam.rmsprop_(p, g, s0)
-        fns["ref"] = lambda: reference.rmsprop_(p, g, s0)
-        fns["tuned"] = lambda: _tuned.rmsprop_(p, g, s0, tmp)
-    else:
-        fast = fastadam.adam_ if opt == "adam" else fastadam.adamw_
-        ref = reference.adam_ if opt == "adam" else reference.adamw_
-        wd = {"weight_decay": 1e-2, "decoupled_weight_decay": True} if opt == "adamw" else {}
-        fns["fastadam"] = lambda: fast(p, g, s0, s1, step=10)
-        fns["ref"] = lambda: ref(p, g, s0, s1, step=10)
-        fns["tuned"] = lambda: _tuned.adam_(p, g, s0, s1, tmp, step=10, **wd)
+    # the functional's call: states needed always are positional, the others keywords
+    pos = [a for s, a in zip(used, states) if s.when is None]
+    kw = {**entry.bench, **{s.name: a for s, a in zip(used, states) if s.when is not None}}
+    fast, ref = getattr(fastadam, f"{opt}_"), getattr(reference, f"{opt}_")
+    fns: Dict[str, Callable[[], object]] = {
+        "fastadam": lambda: fast(p, g, *pos, **kw),
+        "ref": lambda: ref(p, g, *pos, **kw),
+    }
+    if opt in TUNED:
+        tuned = TUNED[opt]
+        fns["tuned"] = lambda: tuned(p, g, states, tmp)
     fns["probe"] = lambda: _core.roofline_(pp, pg, ps0, ps1)
     if with_torch and torch is not None:
         try:
@@ -216,8 +236,11 @@ def run_table(args, out) -> None:
                 probe_gbs = STREAMS["probe"] * n * np.dtype(dtype).itemsize / t["probe"] / 1e9
                 row = (f"{opt:<9} {np.dtype(dtype).name:<7} {n:>10} {_fmt_us(t['fastadam'])} "
                        f"{_fmt_gbs(gbs)} {100 * gbs / probe_gbs:5.0f}% {_fmt_us(t['ref'])} "
-                       f"{t['ref'] / t['fastadam']:6.1f}x {_fmt_us(t['tuned'])} "
-                       f"{t['tuned'] / t['fastadam']:6.1f}x")
+                       f"{t['ref'] / t['fastadam']:6.1f}x ")
+                if "tuned" in t:
+                    row += f"{_fmt_us(t['tuned'])} {t['tuned'] / t['fastadam']:6.1f}x"
+                else:
+                    row += f"{'n/a':>10} {'':>7}"
                 if with_torch and "torch" in t:
                     row += f" {_fmt_us(t['torch'])} {t['torch'] / t['fastadam']:6.1f}x"
                 elif with_torch:

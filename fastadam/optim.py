@@ -29,19 +29,27 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _registry
 
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion"]
+
+
+def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
+    """A class's hyperparameters from its ``__init__``'s ``locals()``, in signature order."""
+    return {k: v for k, v in args.items() if k not in ("self", "params", "__class__")}
 
 
 class Optimizer:
-    """Base class: params, state, one hyperparameter group, and a native plan."""
+    """Base class: params, state, one hyperparameter group, and a native plan.
 
-    #: Names of the kernel's three state slots (see fastadam/_kernels.pxd), None = unused.
-    _slots: Tuple[str, str, str] = ("", "", "")
-    _kernel: int = -1
+    A subclass names its registry entry (fastadam/_registry.py) in ``_name``; its
+    ``__init__`` passes its hyperparameters (those of the entry, then the gradient policy's
+    ``nonfinite`` and ``max_grad_norm``) to this one. Which states exist, their initial
+    values, the validation and the step all follow from the entry."""
+
+    _name: str = ""
 
     def __init__(self, params: Params, defaults: Dict[str, Any]):
         if isinstance(params, Mapping):
@@ -66,30 +74,18 @@ class Optimizer:
         # Serialises step, state_dict and load_state_dict across Python threads: the
         # kernels run without the GIL, and one step must never interleave with another.
         self._lock = threading.Lock()
-        wanted = self._wanted_slots(self.defaults)
+        hyper = _core.validate(self._name, self.defaults)   # now, as torch
+        states = _registry.by_name(self._name).states
         self.state: Dict[Any, Dict[str, Any]] = {
-            key: {name: np.zeros(p.shape, p.dtype)
-                  for name, want in zip(self._slots, wanted) if want}
+            key: {s.name: np.full(p.shape, _initial(s, self.defaults), p.dtype)
+                  for s, need in zip(states, hyper.needs) if need}
             for key, p in zip(self._keys, arrays)
         }
         self._plan = _core.Plan(
-            self._kernel, arrays,
-            [tuple(self.state[k].get(name) for name in self._slots) for k in self._keys],
-            [repr(k) for k in self._keys], self._slots)
-        self._call(_core.CHECK_ONLY, 1, None)  # validate the hyperparameters now, as torch
-
-    # -- subclass hooks ------------------------------------------------------------------
-    def _wanted_slots(self, group: Mapping[str, Any]) -> Tuple[bool, bool, bool]:
-        raise NotImplementedError
-
-    def _call(self, grads, step: int, grad_scale) -> bool:
-        """Run the plan's step with the group's hyperparameters; True if applied."""
-        raise NotImplementedError
-
-    @staticmethod
-    def _policy(group: Mapping[str, Any], grad_scale) -> Tuple[Any, Any, Any]:
-        """The plan's last three arguments: nonfinite, max_grad_norm, grad_scale."""
-        return group["nonfinite"], group["max_grad_norm"], grad_scale
+            hyper.kernel, arrays,
+            [tuple(self.state[k].get(s.name) for s in states) for k in self._keys],
+            [repr(k) for k in self._keys])
+        self._plan.check(hyper, 1, self.defaults["nonfinite"], self.defaults["max_grad_norm"])
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -123,8 +119,10 @@ class Optimizer:
                                  f"(missing {missing}, unexpected {extra})")
             grads = [grads[k] for k in self._keys]
         with self._lock:
-            applied = self._call(grads, self._step_count + 1, grad_scale)
             group = self.param_groups[0]
+            applied = self._plan.step(grads, _core.validate(self._name, group),
+                                      self._step_count + 1, group["nonfinite"],
+                                      group["max_grad_norm"], grad_scale)
             computed = group["nonfinite"] != "propagate" or group["max_grad_norm"] is not None
             self._grad_norm = self._plan.grad_norm if computed else None
             if applied:
@@ -192,13 +190,9 @@ class Optimizer:
             steps.add(int(step))
         if len(steps) != 1:
             raise ValueError("Invalid state_dict['state']: the params have different steps")
-        saved = self.param_groups[0]
-        self.param_groups[0] = dict(group, params=saved["params"])
-        try:
-            self._call(_core.CHECK_ONLY, 1, None)
-        except (TypeError, ValueError):
-            self.param_groups[0] = saved
-            raise
+        self._plan.check(_core.validate(self._name, group), 1, group["nonfinite"],
+                         group["max_grad_norm"])
+        self.param_groups[0] = dict(group, params=self.param_groups[0]["params"])
         for key, ours in self.state.items():
             for name, arr in ours.items():
                 np.copyto(arr, state[key][name])
@@ -210,6 +204,11 @@ class Optimizer:
         return f"{type(self).__name__}({len(self._keys)} params, {hyper})"
 
 
+def _initial(state: _registry.State, group: Mapping[str, Any]) -> float:
+    """A state array's initial value: a number, or the (validated) hyperparameter named."""
+    return float(group[state.init]) if isinstance(state.init, str) else state.init
+
+
 class SGD(Optimizer):
     """SGD with momentum, dampening and Nesterov momentum (torch.optim.SGD's rule).
 
@@ -219,26 +218,13 @@ class SGD(Optimizer):
     ``d = buf``; without momentum ``d = g``; then ``p -= lr * d``.
     State: ``momentum_buffer`` (when momentum != 0)."""
 
-    _slots = ("momentum_buffer", "", "")
-    _kernel = _core.KERNEL_SGD
+    _name = "sgd"
 
     def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
                  *, maximize: bool = False, nonfinite: str = "propagate",
                  max_grad_norm: Union[float, None] = None):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize, nonfinite=nonfinite,
-                                      max_grad_norm=max_grad_norm))
-
-    def _wanted_slots(self, group):
-        return (_core.check_nonneg(group["momentum"], "momentum") != 0, False, False)
-
-    def _call(self, grads, step, grad_scale):
-        h = self.param_groups[0]
-        return self._plan.sgd(grads, h["lr"], h["momentum"], h["dampening"], h["nesterov"],
-                              h["weight_decay"], h["maximize"], step == 1,
-                              *self._policy(h, grad_scale))
+        super().__init__(params, _hyper(locals()))
 
 
 class RMSprop(Optimizer):
@@ -249,27 +235,13 @@ class RMSprop(Optimizer):
     ``avg = sqrt(sq) + eps``; with momentum ``buf = momentum*buf + g/avg``, ``p -= lr*buf``,
     else ``p -= lr*g/avg``. State: ``square_avg``, ``momentum_buffer``, ``grad_avg``."""
 
-    _slots = ("square_avg", "momentum_buffer", "grad_avg")
-    _kernel = _core.KERNEL_RMSPROP
+    _name = "rmsprop"
 
     def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, maximize: bool = False,
                  nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered,
-                                      maximize=maximize, nonfinite=nonfinite,
-                                      max_grad_norm=max_grad_norm))
-
-    def _wanted_slots(self, group):
-        return (True, _core.check_nonneg(group["momentum"], "momentum") != 0,
-                _core.check_flag(group["centered"], "centered"))
-
-    def _call(self, grads, step, grad_scale):
-        h = self.param_groups[0]
-        return self._plan.rmsprop(grads, h["lr"], h["alpha"], h["eps"], h["weight_decay"],
-                                  h["momentum"], h["centered"], h["maximize"],
-                                  *self._policy(h, grad_scale))
+        super().__init__(params, _hyper(locals()))
 
 
 class Adam(Optimizer):
@@ -283,45 +255,43 @@ class Adam(Optimizer):
     ``vmax = max(vmax, v)`` replaces ``v``; ``p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``.
     State: ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (vmax)."""
 
-    _slots = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _kernel = _core.KERNEL_ADAM
+    _name = "adam"
 
     def __init__(self, params: Params, lr: float = 1e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  bias_correction: bool = True, decoupled_weight_decay: bool = False,
                  nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize,
-                                      bias_correction=bias_correction,
-                                      decoupled_weight_decay=decoupled_weight_decay,
-                                      nonfinite=nonfinite, max_grad_norm=max_grad_norm))
-
-    def _wanted_slots(self, group):
-        return (True, True, _core.check_flag(group["amsgrad"], "amsgrad"))
-
-    def _call(self, grads, step, grad_scale):
-        h = self.param_groups[0]
-        return self._plan.adam(grads, step, h["lr"], h["betas"], h["eps"], h["weight_decay"],
-                               h["amsgrad"], h["maximize"], h["bias_correction"],
-                               h.get("decoupled_weight_decay", True),
-                               *self._policy(h, grad_scale))
+        super().__init__(params, _hyper(locals()))
 
 
 class AdamW(Adam):
     """AdamW (torch.optim.AdamW's rule): :class:`Adam` with decoupled weight decay, default
     1e-2: ``p *= 1 - lr*weight_decay``, then ``m = b1*m + (1-b1)*g``,
-    ``v = b2*v + (1-b2)*g*g``, ``p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``."""
+    ``v = b2*v + (1-b2)*g*g``, ``p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps)``.
+    Its weight decay is always decoupled: not a hyperparameter of its group."""
+
+    _name = "adamw"
 
     def __init__(self, params: Params, lr: float = 1e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, bias_correction: bool = True,
                  nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         bias_correction=bias_correction, decoupled_weight_decay=True,
-                         nonfinite=nonfinite, max_grad_norm=max_grad_norm)
-        # AdamW's weight decay is always decoupled: not a hyperparameter of its group
-        # (Adam._call reads True when the key is absent).
-        del self.defaults["decoupled_weight_decay"]
-        del self.param_groups[0]["decoupled_weight_decay"]
+        Optimizer.__init__(self, params, _hyper(locals()))
+
+
+class Lion(Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
+
+    Per param, with ``g`` the grad (times the gradient policy's factor, negated when
+    ``maximize``): ``c = b1*m + (1-b1)*g``; ``p = p*(1 - lr*weight_decay) - lr*sign(c)``
+    (sign(0) = 0); ``m = b2*m + (1-b2)*g``. State: ``exp_avg`` (m)."""
+
+    _name = "lion"
+
+    def __init__(self, params: Params, lr: float = 1e-4,
+                 betas: Tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
+                 maximize: bool = False, nonfinite: str = "propagate",
+                 max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))

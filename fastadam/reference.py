@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-__all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "adagrad_", "adadelta_", "adamax_",
-           "nadam_", "radam_", "rprop_", "asgd_"]
+__all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "adagrad_", "adadelta_",
+           "adamax_", "nadam_", "radam_", "rprop_", "asgd_"]
 
 
 def _preamble(param, grad, weight_decay, maximize):
@@ -108,6 +108,20 @@ def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999
     adam_(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, betas=betas, eps=eps,
           weight_decay=weight_decay, amsgrad=amsgrad, max_exp_avg_sq=max_exp_avg_sq,
           maximize=maximize, bias_correction=bias_correction, decoupled_weight_decay=True)
+
+
+def lion_(param, grad, exp_avg, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0,
+          maximize=False):
+    """One Lion step, in place (twin of :func:`fastadam.lion_`).
+
+    ``g = -grad if maximize else grad``; ``c = b1*exp_avg + (1-b1)*g``;
+    ``param = param*(1 - lr*weight_decay) - lr*sign(c)``; ``exp_avg = b2*exp_avg + (1-b2)*g``.
+    """
+    beta1, beta2 = betas
+    g = -grad if maximize else grad
+    c = beta1 * exp_avg + (1 - beta1) * g                          # the update's direction
+    param[...] = param * (1 - lr * weight_decay) - lr * np.sign(c)
+    exp_avg[...] = beta2 * exp_avg + (1 - beta2) * g               # the momentum
 
 
 # ---------------------------------------------------------------------------- torch.optim's

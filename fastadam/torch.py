@@ -49,14 +49,12 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 import numpy as np
 from torch.optim import Optimizer as _TorchOptimizer
 
-from . import _core
+from . import _core, _registry
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop"]
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
-# Zero-size arrays: a functional call on them validates hyperparameters and writes nothing.
-_E = tuple(np.empty(0, np.float32) for _ in range(5))
 # Tell autograd that a param changed in place (the kernels write behind its back), so that
 # a graph which saved the old value raises as it would after torch.optim's step.
 _bump_versions = getattr(getattr(torch.autograd, "graph", None), "increment_version", None)
@@ -154,7 +152,7 @@ class _Entry:
             _check_tensor(p, name)
             self.views.append(_view(p, name))
             st = opt.state.get(p) or {}
-            new = opt._new_state(p, group, st)
+            new = opt._new_state(p, group, st, slots)
             self.new_states.append(new)
             steps.append(opt._initial_step(st, new, name))
             merged = {**st, **new}
@@ -201,7 +199,7 @@ class _Entry:
         self.w_hi = np.array(hi, dtype=np.uint64)
         self.nbytes = [p.numel() * p.element_size() for p in params]
         self.plan_keys = [str(j) for j in pos]
-        self._kernel, self._state_names = opt._kernel, opt._state_names
+        self._kernel = opt._kernel
         self.plan = self._make_plan(range(n))
         self.split: Optional[Tuple[bytes, list]] = None
         self.committed = False
@@ -210,7 +208,7 @@ class _Entry:
         try:
             return _core.Plan(self._kernel, [self.views[i] for i in idx],
                               [self.state_views[i] for i in idx],
-                              [self.plan_keys[i] for i in idx], self._state_names)
+                              [self.plan_keys[i] for i in idx])
         except (TypeError, ValueError) as e:
             raise type(e)(f"param_groups[{self.gi}]: {e}") from None
 
@@ -296,34 +294,61 @@ class _Entry:
 
 
 class _Optimizer(_TorchOptimizer):
-    """Shared machinery: param-group checks, the cached per-group plans, and ``step``."""
+    """Shared machinery: param-group checks, the cached per-group plans, and ``step``.
 
-    _kernel: int = -1
-    _state_names: Tuple[str, str, str] = ("", "", "")   # the kernel's three state slots
-    _has_step = True                                    # whether torch keeps state['step']
-    _by_step = True                                     # whether the update depends on it
-    _setdefaults: Dict[str, Any] = {}                   # what torch's __setstate__ fills in
+    A subclass names its registry entry (fastadam/_registry.py) in ``_name``; the rest
+    (validation, which states exist and when they are made, ``state['step']``, the plan's
+    kernel) follows from the entry."""
+
+    _name: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        entry = _registry.by_name(cls._name)
+        cls._kernel = getattr(_core, f"KERNEL_{entry.kernel.upper()}")
+        cls._state_names = tuple(s.name for s in entry.states)
+        cls._state_inits = tuple(s.init for s in entry.states)
+        cls._has_step = entry.torch_step                # whether torch keeps state['step']
+        cls._by_step = entry.step is not None           # whether the update depends on it
+        cls._setdefaults = entry.torch_setdefaults      # what torch's __setstate__ fills in
 
     def __init__(self, params, defaults: Dict[str, Any]):
         self._entries: Dict[int, _Entry] = {}
         super().__init__(params, defaults)
 
-    # -- subclass hooks --------------------------------------------------------------------
-    def _check_hyper(self, group: Dict[str, Any]) -> None:
-        raise NotImplementedError
+    # -- from the registry -----------------------------------------------------------------
+    def _slots(self, hyper: "_core.Hyperparams") -> Tuple[Optional[str], ...]:
+        """Per state of the kernel: its name when these options use it, else None."""
+        return tuple(name if need else None for name, need in zip(self._state_names,
+                                                                   hyper.needs))
 
-    def _slots(self, group: Dict[str, Any]) -> Tuple[Optional[str], ...]:
-        raise NotImplementedError
-
-    def _new_state(self, p: torch.Tensor, group: Dict[str, Any],
-                   state: Dict[str, Any]) -> Dict[str, Any]:
-        raise NotImplementedError
+    def _new_state(self, p: torch.Tensor, group: Dict[str, Any], state: Dict[str, Any],
+                   slots: Tuple[Optional[str], ...]) -> Dict[str, Any]:
+        """The state entries a param's first step adds, as torch.optim makes them: every
+        state the options use when the param has none yet (with ``'step'``); for an
+        optimizer without ``state['step']`` (SGD), each used state that is missing."""
+        if self._has_step:
+            if state:
+                return {}
+            new: Dict[str, Any] = {"step": None}    # the shared step view, set at commit
+        else:
+            new = {}
+        for name, init in zip(slots, self._state_inits):
+            if name and (self._has_step or state.get(name) is None):
+                value = float(group[init]) if isinstance(init, str) else init
+                new[name] = torch.full_like(p, value, memory_format=torch.preserve_format)
+        return new
 
     def _initial_step(self, state: Dict[str, Any], new: Dict[str, Any], what: str) -> float:
+        if not self._has_step:
+            return 0.0 if new else 1.0      # 0: a state is new, this is its first step
         return 0.0 if "step" in new else _step_value(state, what)
 
-    def _call(self, plan, grads, group: Dict[str, Any], step: float) -> None:
-        raise NotImplementedError
+    def _advance(self, entry: "_Entry") -> None:
+        if self._has_step:
+            entry.steps += 1
+        else:
+            entry.steps[:] = 1.0
 
     # -- torch.optim.Optimizer API ---------------------------------------------------------
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
@@ -375,7 +400,7 @@ class _Optimizer(_TorchOptimizer):
             self.state, self.param_groups, self._entries = saved
             raise
 
-    def _check_group(self, group: Dict[str, Any], where: str) -> None:
+    def _check_group(self, group: Dict[str, Any], where: str) -> "_core.Hyperparams":
         for flag in ("capturable", "differentiable"):
             if group.get(flag):
                 raise ValueError(f"Invalid {flag}={group[flag]!r} in {where}: not supported "
@@ -387,7 +412,7 @@ class _Optimizer(_TorchOptimizer):
                                 f"or a bool")
         if group.get("fused") and group.get("foreach"):
             raise ValueError(f"Invalid {where}: `fused` and `foreach` cannot be True together")
-        self._check_hyper(group)
+        return _core.validate(self._name, group)
 
     @_no_dynamo
     def step(self, closure: Optional[Callable[[], Any]] = None):
@@ -407,36 +432,35 @@ class _Optimizer(_TorchOptimizer):
                 params = [p for p in group["params"] if p.grad is not None]
                 if not params:
                     continue
-                self._check_group(group, f"param_groups[{gi}]")
-                slots = self._slots(group)
+                hyper = self._check_group(group, f"param_groups[{gi}]")   # once per step
+                slots = self._slots(hyper)
                 entry = self._entries.get(gi)
                 if entry is None or not entry.matches(self.state, params, slots):
                     entry = _Entry(self, gi, group, params, slots)
                 grads, gptrs = entry.grads()
-                runs = entry.runs(self._by_step)
-                for plan, step, _ in runs:
-                    try:
-                        self._call(plan, _core.CHECK_ONLY, group, step)
-                    except (TypeError, ValueError) as e:
-                        raise type(e)(f"param_groups[{gi}]: {e}") from None
-                work.append((entry, group, grads, gptrs, runs))
+                work.append((entry, hyper, grads, gptrs, entry.runs(self._by_step)))
             if len(work) > 1 or any(len(w[4]) > 1 for w in work):
+                # Several plans: check what each one's step would refuse before any runs
+                # (one plan checks everything before it writes).
+                for entry, hyper, _, _, runs in work:
+                    for plan, step, _ in runs:
+                        try:
+                            plan.check(hyper, int(step) + 1)
+                        except (TypeError, ValueError) as e:
+                            raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
                 _check_disjoint(work)
-            for entry, group, grads, _, runs in work:
+            for entry, hyper, grads, _, runs in work:
                 for plan, step, idx in runs:
                     gl = grads if idx is None else [grads[i] for i in idx]
                     try:
-                        self._call(plan, gl, group, step)
-                    except (TypeError, ValueError) as e:   # one plan: nothing written yet
+                        plan.step(gl, hyper, int(step) + 1)
+                    except (TypeError, ValueError) as e:   # checked above: nothing written
                         raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
                 entry.commit(self)
                 self._advance(entry)
                 if _bump_versions is not None:
                     _bump_versions(entry.params)
         return loss
-
-    def _advance(self, entry: _Entry) -> None:
-        entry.steps += 1
 
 
 def _check_disjoint(work) -> None:
@@ -482,10 +506,7 @@ class Adam(_Optimizer):
     ``capturable``/``differentiable`` must be False.
     """
 
-    _kernel = _core.KERNEL_ADAM
-    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    _setdefaults = dict(amsgrad=False, maximize=False, foreach=None, capturable=False,
-                        differentiable=False, decoupled_weight_decay=False, fused=None)
+    _name = "adam"
 
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
@@ -500,29 +521,6 @@ class Adam(_Optimizer):
             differentiable=differentiable, fused=fused,
             decoupled_weight_decay=decoupled_weight_decay))
 
-    def _check_hyper(self, g):
-        _core.adam_(*_E[:4], step=1, lr=g["lr"], betas=g["betas"], eps=g["eps"],
-                    weight_decay=g["weight_decay"], amsgrad=g["amsgrad"],
-                    max_exp_avg_sq=_E[4], maximize=g["maximize"],
-                    decoupled_weight_decay=bool(g["decoupled_weight_decay"]))
-
-    def _slots(self, g):
-        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if g["amsgrad"] else None)
-
-    def _new_state(self, p, g, st):
-        if st:
-            return {}
-        new = {"step": None,     # the shared step view, set at commit
-               "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-               "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
-        if g["amsgrad"]:
-            new["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return new
-
-    def _call(self, plan, grads, g, step):
-        plan.adam(grads, int(step) + 1, g["lr"], g["betas"], g["eps"], g["weight_decay"],
-                  g["amsgrad"], g["maximize"], True, bool(g["decoupled_weight_decay"]))
-
 
 class AdamW(Adam):
     r"""AdamW (torch.optim.AdamW): :class:`Adam` with decoupled weight decay, default 1e-2.
@@ -532,6 +530,8 @@ class AdamW(Adam):
     ``v = b2*v + (1-b2)*g*g``, ``p = p - (lr/(1-b1**t)) * m / (sqrt(v)/sqrt(1-b2**t) + eps)``
     (``max(vmax, v)`` in place of ``v`` with amsgrad).
     """
+
+    _name = "adamw"
 
     def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
@@ -561,11 +561,7 @@ class SGD(_Optimizer):
     State per param: ``momentum_buffer`` (only when momentum != 0; no ``step``, as torch).
     """
 
-    _kernel = _core.KERNEL_SGD
-    _state_names = ("momentum_buffer", "", "")
-    _has_step = False
-    _setdefaults = dict(nesterov=False, maximize=False, foreach=None, differentiable=False,
-                        fused=False)
+    _name = "sgd"
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
@@ -575,30 +571,6 @@ class SGD(_Optimizer):
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, maximize=maximize, foreach=foreach,
             differentiable=differentiable, fused=fused))
-
-    def _check_hyper(self, g):
-        _core.sgd_(*_E[:2], momentum_buffer=_E[2], lr=g["lr"], momentum=g["momentum"],
-                   dampening=g["dampening"], nesterov=g["nesterov"],
-                   weight_decay=g["weight_decay"], maximize=g["maximize"])
-
-    def _slots(self, g):
-        return ("momentum_buffer" if g["momentum"] != 0 else None, None, None)
-
-    def _new_state(self, p, g, st):
-        if g["momentum"] != 0 and st.get("momentum_buffer") is None:
-            # contents do not matter: the first step sets buf = g
-            return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
-        return {}
-
-    def _initial_step(self, st, new, what):
-        return 0.0 if new else 1.0       # 0: the buffer is new, this is its first step
-
-    def _call(self, plan, grads, g, step):
-        plan.sgd(grads, g["lr"], g["momentum"], g["dampening"], g["nesterov"],
-                 g["weight_decay"], g["maximize"], step == 0)
-
-    def _advance(self, entry):
-        entry.steps[:] = 1.0
 
 
 class RMSprop(_Optimizer):
@@ -614,11 +586,7 @@ class RMSprop(_Optimizer):
     > 0 at the first step) and ``grad_avg`` (ga, when centered at the first step).
     """
 
-    _kernel = _core.KERNEL_RMSPROP
-    _state_names = ("square_avg", "momentum_buffer", "grad_avg")
-    _by_step = False
-    _setdefaults = dict(momentum=0, centered=False, foreach=None, maximize=False,
-                        differentiable=False, capturable=False)
+    _name = "rmsprop"
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0, momentum: float = 0, centered: bool = False,
@@ -629,26 +597,24 @@ class RMSprop(_Optimizer):
             weight_decay=weight_decay, capturable=capturable, foreach=foreach,
             maximize=maximize, differentiable=differentiable))
 
-    def _check_hyper(self, g):
-        _core.rmsprop_(*_E[:3], momentum_buffer=_E[3], grad_avg=_E[4], lr=g["lr"],
-                       alpha=g["alpha"], eps=g["eps"], weight_decay=g["weight_decay"],
-                       momentum=g["momentum"], centered=g["centered"], maximize=g["maximize"])
 
-    def _slots(self, g):
-        return ("square_avg", "momentum_buffer" if g["momentum"] > 0 else None,
-                "grad_avg" if g["centered"] else None)
+class Lion(_Optimizer):
+    r"""Lion (Chen et al. 2023) with lion-pytorch's signature, defaults and state, on
+    fastadam's kernel.
 
-    def _new_state(self, p, g, st):
-        if st:
-            return {}
-        new = {"step": None,
-               "square_avg": torch.zeros_like(p, memory_format=torch.preserve_format)}
-        if g["momentum"] > 0:
-            new["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if g["centered"]:
-            new["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return new
+    ``g = -grad if maximize else grad``; ``c = b1*m + (1-b1)*g``;
+    ``p = p*(1 - lr*weight_decay) - lr*sign(c)`` (sign(0) = 0); ``m = b2*m + (1-b2)*g``.
 
-    def _call(self, plan, grads, g, step):
-        plan.rmsprop(grads, g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"],
-                     g["centered"], g["maximize"])
+    State per param: ``exp_avg`` (m) only, no ``step``, as lion-pytorch's ``Lion``, so a
+    checkpoint moves between the two (its groups: ``lr``, ``betas``, ``weight_decay``, and
+    here ``maximize``, which lion-pytorch ignores and fills in as False on loading).
+    """
+
+    _name = "lion"
+
+    def __init__(self, params, lr: float = 1e-4, betas: Tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, *, maximize: bool = False):
+        if isinstance(betas, list):
+            betas = tuple(betas)
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      maximize=maximize))

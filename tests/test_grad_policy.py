@@ -517,11 +517,11 @@ def test_plan_refuses_a_step_while_one_is_in_flight():
     # inside the grads' check is in flight exactly as one in the GIL-free update is.
     n = 100_003
     p = np.zeros(n, f32)
-    plan = _core.Plan(_core.KERNEL_SGD, [p], [(None, None, None)], ["0"],
-                      ("momentum_buffer", "", ""))
+    plan = _core.Plan(_core.KERNEL_SGD, [p], [(None,)], ["0"])
+    hyper = _core.validate("sgd", dict(lr=1.0))
 
     def sgd(g, **policy):
-        return plan.sgd([g], 1.0, 0.0, 0.0, False, 0.0, False, True, **policy)
+        return plan.step([g], hyper, 1, **policy)
 
     held = np.ones(n + 1, f32).view(_HeldShape)      # the wrong shape: its message is held
     held.entered, held.release = threading.Event(), threading.Event()

@@ -1,0 +1,271 @@
+"""Every optimizer fastadam has, described once.
+
+This file is plain data in plain Python: setup.py reads it (without importing the package)
+to generate the compiled core's per-optimizer code (fastadam/_generate.py: validation, the
+functional wrappers, the kernel table, the type stubs), and fastadam.optim and
+fastadam.torch read it to build their classes' state and steps. A new optimizer is one
+``Optimizer`` entry here, one kernel file in fastadam/kernels/, one reference function in
+fastadam/reference.py and its classes (docs/adding-an-optimizer.md).
+
+Terms:
+
+- A *kernel* is one fused loop (fastadam/kernels/<kernel>.pxi) with its own state arrays.
+- An *entry* is what users call: a functional ``<name>_`` and, when ``classes`` is set,
+  ``fastadam.<Class>`` and ``fastadam.torch.<Class>``. Several entries may share a kernel:
+  AdamW is Adam's kernel with ``decoupled_weight_decay`` fixed to True and another default.
+"""
+
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+# Storage dtypes, in the kernel table's order: (NumPy name, C type, NumPy type number).
+DTYPES = (
+    ("float32", "float", "NPY_FLOAT32"),
+    ("float64", "double", "NPY_FLOAT64"),
+)
+
+# Constraint kinds, each checked by one generic validator in fastadam/_validate.pxi:
+#   kind: (C type of the validated value, what the validator accepts)
+KINDS = {
+    "nonneg": ("double", "a finite real number >= 0"),
+    "positive": ("double", "a finite real number > 0"),
+    "finite": ("double", "a finite real number"),
+    "unit": ("double", "a real number in [0, 1)"),
+    "unit_pair": ("double[2]", "a pair (list or tuple) of real numbers in [0, 1)"),
+    "flag": ("bint", "anything with an unambiguous truth value"),
+}
+
+# Elements per thread below which a kernel runs on one thread, per dtype, for a kernel that
+# has no measured row (see fastadam/_dispatch.pxi): the largest measured, so that an
+# unmeasured kernel never hands tiny work to a worker.
+DEFAULT_MIN_PER_THREAD = (1 << 16, 1 << 15)
+
+
+class Hyper(NamedTuple):
+    name: str
+    default: Any            # the functional's default; ``REQUIRED``: no default
+    kind: str               # a key of KINDS
+
+
+class State(NamedTuple):
+    name: str
+    # When the array is needed: None (always; then it is a positional argument of the
+    # functional), or a condition on the validated hyperparameters in Python syntax
+    # ("momentum != 0", "centered"). Messages say "required when <when>" (a bare flag
+    # reads "<flag>=True").
+    when: Optional[str] = None
+    # The value a class fills it with: a number, or the name of a hyperparameter.
+    init: Any = 0.0
+
+
+class Optimizer(NamedTuple):
+    name: str                       # the functional is fastadam.<name>_
+    kernel: str                     # fastadam/kernels/<kernel>.pxi
+    hyper: Tuple[Hyper, ...] = ()
+    states: Tuple[State, ...] = ()
+    # "required": the functional takes ``step=t`` (1-based) and the kernel's constants
+    # depend on it; "optional": ``step=None`` by default (0 reaches the kernel);
+    # None: no step.
+    step: Optional[str] = None
+    # Hyperparameters not offered by this entry, with the value they always have.
+    fixed: Dict[str, Any] = {}
+    # The functional's keyword-only arguments in order (hyperparameters and conditional
+    # states); default: conditional states first, then the hyperparameters, then step.
+    order: Tuple[str, ...] = ()
+    # The class name in fastadam and fastadam.torch; None: functional only.
+    classes: Optional[str] = None
+    # fastadam.torch: whether torch.optim keeps state['step'] for this optimizer.
+    torch_step: bool = True
+    # fastadam.torch: group keys torch.optim's __setstate__ fills in for old state dicts.
+    torch_setdefaults: Dict[str, Any] = {}
+    # (float32, float64) elements per thread from which a second thread pays off.
+    min_per_thread: Optional[Tuple[int, int]] = None
+    # The benchmark's configuration (fastadam.bench): the functional's hyperparameters
+    # (torch.optim's class gets the same, but for step).
+    bench: Dict[str, Any] = {}
+    doc: str = ""
+
+
+REQUIRED = "required"
+
+
+_ADAM_HYPER = (
+    Hyper("lr", 1e-3, "nonneg"),
+    Hyper("betas", (0.9, 0.999), "unit_pair"),
+    Hyper("eps", 1e-8, "positive"),
+    Hyper("weight_decay", 0.0, "nonneg"),
+    Hyper("amsgrad", False, "flag"),
+    Hyper("maximize", False, "flag"),
+    Hyper("bias_correction", True, "flag"),
+    Hyper("decoupled_weight_decay", False, "flag"),
+)
+_ADAM_STATES = (State("exp_avg"), State("exp_avg_sq"), State("max_exp_avg_sq", "amsgrad"))
+_ADAM_ORDER = ("step", "lr", "betas", "eps", "weight_decay", "amsgrad", "max_exp_avg_sq",
+               "maximize", "bias_correction", "decoupled_weight_decay")
+_ADAM_SETDEFAULTS = dict(amsgrad=False, maximize=False, foreach=None, capturable=False,
+                         differentiable=False, decoupled_weight_decay=False, fused=None)
+
+OPTIMIZERS = (
+    Optimizer(
+        "sgd", "sgd",
+        hyper=(
+            Hyper("lr", 1e-3, "nonneg"),
+            Hyper("momentum", 0.0, "nonneg"),
+            Hyper("dampening", 0.0, "finite"),
+            Hyper("nesterov", False, "flag"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("momentum_buffer", "momentum != 0"),),
+        step="optional",
+        classes="SGD",
+        torch_step=False,
+        torch_setdefaults=dict(nesterov=False, maximize=False, foreach=None,
+                               differentiable=False, fused=False),
+        min_per_thread=(1 << 16, 1 << 15),
+        bench=dict(lr=1e-3, momentum=0.9, step=2),
+        doc="""One SGD step, in place.
+
+    ``g = -grad if maximize else grad``; ``g += weight_decay * param``;
+    with momentum: ``buf = g`` at ``step=1``, else ``buf = momentum*buf + (1-dampening)*g``,
+    then ``d = g + momentum*buf`` (nesterov) or ``d = buf``; without: ``d = g``;
+    ``param -= lr * d``.
+
+    ``momentum_buffer`` is required when ``momentum != 0``. ``step`` (1-based, optional)
+    only matters for momentum: at step 1 the buffer is set to the gradient, as torch.optim
+    does; otherwise it is treated as a running average (a zero buffer then gives the same
+    result when dampening is 0).
+    """),
+    Optimizer(
+        "rmsprop", "rmsprop",
+        hyper=(
+            Hyper("lr", 1e-2, "nonneg"),
+            Hyper("alpha", 0.99, "nonneg"),
+            Hyper("eps", 1e-8, "positive"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("momentum", 0.0, "nonneg"),
+            Hyper("centered", False, "flag"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("square_avg"), State("momentum_buffer", "momentum != 0"),
+                State("grad_avg", "centered")),
+        classes="RMSprop",
+        torch_setdefaults=dict(momentum=0, centered=False, foreach=None, maximize=False,
+                               differentiable=False, capturable=False),
+        min_per_thread=(1 << 15, 1 << 14),
+        doc="""One RMSprop step, in place.
+
+    ``g = -grad if maximize else grad``; ``g += weight_decay * param``;
+    ``square_avg = alpha*square_avg + (1-alpha)*g*g``;
+    centered: ``grad_avg = alpha*grad_avg + (1-alpha)*g``,
+    ``avg = sqrt(square_avg - grad_avg**2) + eps``; else ``avg = sqrt(square_avg) + eps``;
+    with momentum: ``buf = momentum*buf + g/avg``, ``param -= lr*buf``;
+    without: ``param -= lr*g/avg``.
+
+    ``momentum_buffer`` is required when ``momentum != 0``, ``grad_avg`` when ``centered``.
+    """),
+    Optimizer(
+        "adam", "adam",
+        hyper=_ADAM_HYPER,
+        states=_ADAM_STATES,
+        step=REQUIRED,
+        order=_ADAM_ORDER,
+        classes="Adam",
+        torch_setdefaults=_ADAM_SETDEFAULTS,
+        min_per_thread=(1 << 15, 1 << 14),
+        bench=dict(step=10),
+        doc="""One Adam step (AdamW with ``decoupled_weight_decay=True``), in place.
+
+    ``g = -grad if maximize else grad``; weight decay: ``g += weight_decay*param`` (L2) or
+    ``param *= 1 - lr*weight_decay`` (decoupled);
+    ``exp_avg = b1*exp_avg + (1-b1)*g``; ``exp_avg_sq = b2*exp_avg_sq + (1-b2)*g*g``;
+    ``bc1 = 1 - b1**step``, ``bc2 = 1 - b2**step`` (1 without bias correction);
+    amsgrad: ``max_exp_avg_sq = maximum(max_exp_avg_sq, exp_avg_sq)`` replaces exp_avg_sq in
+    ``param -= (lr/bc1) * exp_avg / (sqrt(exp_avg_sq)/sqrt(bc2) + eps)``.
+
+    ``step`` is the 1-based number of this step; ``max_exp_avg_sq`` is required with amsgrad.
+    """),
+    Optimizer(
+        "adamw", "adam",
+        hyper=tuple(h._replace(default=1e-2) if h.name == "weight_decay" else h
+                    for h in _ADAM_HYPER),
+        states=_ADAM_STATES,
+        step=REQUIRED,
+        fixed={"decoupled_weight_decay": True},
+        order=_ADAM_ORDER,
+        classes="AdamW",
+        torch_setdefaults=_ADAM_SETDEFAULTS,
+        bench=dict(step=10),
+        doc="""One AdamW step, in place: :func:`adam_` with ``decoupled_weight_decay=True`` and
+    weight_decay 1e-2.
+
+    ``g = -grad if maximize else grad``; ``param *= 1 - lr*weight_decay``;
+    ``exp_avg = b1*exp_avg + (1-b1)*g``; ``exp_avg_sq = b2*exp_avg_sq + (1-b2)*g*g``;
+    ``bc1 = 1 - b1**step``, ``bc2 = 1 - b2**step`` (1 without bias correction); amsgrad:
+    ``max_exp_avg_sq = maximum(max_exp_avg_sq, exp_avg_sq)`` replaces exp_avg_sq in
+    ``param -= (lr/bc1) * exp_avg / (sqrt(exp_avg_sq)/sqrt(bc2) + eps)``."""),
+    Optimizer(
+        "lion", "lion",
+        hyper=(
+            Hyper("lr", 1e-4, "nonneg"),
+            Hyper("betas", (0.9, 0.99), "unit_pair"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("exp_avg"),),
+        classes="Lion",
+        torch_step=False,       # as lion-pytorch: its state is exp_avg alone
+        torch_setdefaults=dict(maximize=False),
+        doc="""One Lion step (Chen et al. 2023), in place.
+
+    ``g = -grad if maximize else grad``; ``c = b1*exp_avg + (1-b1)*g``;
+    ``param = param*(1 - lr*weight_decay) - lr*sign(c)`` (sign(0) = 0);
+    ``exp_avg = b2*exp_avg + (1-b2)*g``.
+    """),
+    Optimizer(
+        # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
+        # Adam's thresholds, so that "% of roofline" compares like with like.
+        "roofline", "probe",
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        min_per_thread=(1 << 15, 1 << 14),
+        doc="""The bandwidth probe: Adam's memory traffic with trivial arithmetic,
+    ``param += grad``, ``exp_avg += grad``, ``exp_avg_sq += grad`` (reads all four arrays,
+    writes three), compiled like the kernels. Benchmarks divide by its time; the values it
+    leaves are meaningless."""),
+)
+
+
+# ---------------------------------------------------------------------------- derived
+
+def kernels():
+    """The kernels in table order, each with the entry that defines it (its first)."""
+    out: Dict[str, Optimizer] = {}
+    for opt in OPTIMIZERS:
+        out.setdefault(opt.kernel, opt)
+    return out
+
+
+def by_name(name: str) -> Optimizer:
+    for opt in OPTIMIZERS:
+        if opt.name == name:
+            return opt
+    raise KeyError(name)
+
+
+def by_class(cls_name: str) -> Optimizer:
+    for opt in OPTIMIZERS:
+        if opt.classes == cls_name:
+            return opt
+    raise KeyError(cls_name)
+
+
+def offered(opt: Optimizer) -> Tuple[Hyper, ...]:
+    """The hyperparameters a user passes (all but the fixed ones)."""
+    return tuple(h for h in opt.hyper if h.name not in opt.fixed)
+
+
+def why(state: State) -> str:
+    """The condition in messages: 'momentum != 0', 'centered=True'."""
+    return f"{state.when}=True" if state.when.isidentifier() else state.when
+
+
+MAX_STATES = max(len(opt.states) for opt in OPTIMIZERS)
