@@ -162,6 +162,9 @@ class Optimizer:
         groups, state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(groups, (list, tuple)) or len(groups) != 1:
             raise ValueError("Invalid state_dict['param_groups']: expected one group")
+        if not isinstance(groups[0], Mapping):
+            raise ValueError(f"Invalid state_dict['param_groups'][0]: expected a dict, got "
+                             f"{type(groups[0]).__name__}")
         group = copy.deepcopy(dict(groups[0]))
         if list(group.pop("params", None) or []) != self._keys:
             raise ValueError(f"Invalid state_dict['param_groups'][0]['params']: expected "

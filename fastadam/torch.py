@@ -382,8 +382,10 @@ class _Optimizer(_TorchOptimizer):
         then check every state tensor against its param; on error the previous state and
         groups are put back."""
         saved = (self.state, self.param_groups, self._entries)
-        super().load_state_dict(state_dict)
         try:
+            # torch.optim's own load may fail half way (its __setstate__ converting a 'step'
+            # that is no number): what it already replaced is put back as for ours.
+            super().load_state_dict(state_dict)
             for gi, group in enumerate(self.param_groups):
                 self._check_group(group, f"state_dict['param_groups'][{gi}]")
                 for j, p in enumerate(group["params"]):
@@ -396,7 +398,7 @@ class _Optimizer(_TorchOptimizer):
                     for name in self._state_names:
                         if name and st.get(name) is not None:
                             _check_tensor(st[name], f"state {name!r} of {where}", like=p)
-        except (TypeError, ValueError):
+        except BaseException:
             self.state, self.param_groups, self._entries = saved
             raise
 

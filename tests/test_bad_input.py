@@ -871,13 +871,6 @@ import optimizers as registry  # noqa: E402
 _FUNCTIONAL_BAD, _FUNCTIONAL_BAD_IDS = registry.bad_cases("functional")
 _CLASS_BAD, _CLASS_BAD_IDS = registry.bad_cases("class")
 _TORCH_BAD, _TORCH_BAD_IDS = registry.bad_cases("torch")
-_BOOL_DWD = pytest.mark.xfail(
-    strict=True, reason="bug: fastadam.torch.Adam passes bool(decoupled_weight_decay) to the "
-    "kernel (fastadam/torch.py, _check_hyper and _call), so a value without a truth value "
-    "raises NumPy's or its own ValueError, not TypeError('Invalid decoupled_weight_decay')")
-_TORCH_BAD_MARKED = [pytest.param(i, b, marks=_BOOL_DWD)
-                     if i.name == "Adam" and "decoupled_weight_decay" in b.over else (i, b)
-                     for i, b in _TORCH_BAD]
 
 
 def registry_arrays(info, dtype=np.float32, shape=SHAPE):
@@ -961,7 +954,7 @@ def _torch_outcome(make):
     return None
 
 
-@pytest.mark.parametrize("info, bad", _TORCH_BAD_MARKED, ids=_TORCH_BAD_IDS)
+@pytest.mark.parametrize("info, bad", _TORCH_BAD, ids=_TORCH_BAD_IDS)
 def test_registry_torch_construction_bad_hyperparameter(info, bad):
     """fastadam.torch refuses every bad value as the NumPy class does, naming the argument;
     torch.optim's own constructor does what the registry says (None: it accepts the value,
@@ -1002,7 +995,7 @@ def test_registry_torch_value_errors_are_value_errors(info, bad):
         getattr(ft, info.torch_name)([torch.zeros(3)], **bad.over)
 
 
-@pytest.mark.parametrize("info, bad", _TORCH_BAD_MARKED, ids=_TORCH_BAD_IDS)
+@pytest.mark.parametrize("info, bad", _TORCH_BAD, ids=_TORCH_BAD_IDS)
 def test_registry_torch_bad_hyperparameter_between_steps(info, bad):
     """A bad value put into a group between steps: fastadam.torch's step refuses it naming
     the argument, and no param or state tensor changes."""

@@ -128,18 +128,11 @@ def numpy_corruptions(info):
     return out
 
 
-_GROUP_NOT_A_DICT = pytest.mark.xfail(
-    strict=True, reason="bug: fastadam.Optimizer.load_state_dict calls dict() on the group "
-    "unchecked (fastadam/optim.py): TypeError(\"'int' object is not iterable\"), a message "
-    "that does not name the argument (nothing changes)")
-
-
 def _numpy_cases():
     cases, ids = [], []
     for info in registry.OPTIMIZERS:
         for name, fn in numpy_corruptions(info).items():
-            cases.append(pytest.param(info, fn, marks=_GROUP_NOT_A_DICT)
-                         if name == "group not a dict" else (info, fn))
+            cases.append((info, fn))
             ids.append(f"{info.name}-{name}")
     return cases, ids
 
@@ -328,21 +321,8 @@ def torch_corruptions(info):
             "None step": _set(S0 + ("step",), None),
         })
     out = {name: (fn, ()) for name, fn in out.items()}
-    for name in ("str step", "None step"):
-        if name in out:
-            out[name] = (out[name][0], pytest.mark.xfail(
-                strict=True, reason="bug: fastadam.torch's load_state_dict puts the previous "
-                "state back only when its own checks fail; when torch.optim's load_state_dict "
-                "raises from inside (its __setstate__ calling float() on a 'step' that is no "
-                "number), the new state stays, half converted (torch.optim does the same)"))
     for bad in info.bad_for("torch"):
-        mark = ()
-        if info.name == "Adam" and "decoupled_weight_decay" in bad.over:
-            mark = pytest.mark.xfail(
-                strict=True, reason="bug: fastadam.torch.Adam bool()s decoupled_weight_decay "
-                "(fastadam/torch.py _check_hyper): NumPy's or the value's own ValueError, "
-                "not TypeError('Invalid decoupled_weight_decay')")
-        out[f"group {bad.id}"] = (_group_over(bad.over), mark)
+        out[f"group {bad.id}"] = (_group_over(bad.over), ())
     return out
 
 
