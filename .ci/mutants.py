@@ -1,6 +1,6 @@
 """Injected faults: each is applied to a scratch copy of the sources, and the checks that
 must catch it are run on that copy and must fail, saying what they found. This repeats the
-README's table of deliberately broken kernels; it is not part of .ci/run (about 10 minutes,
+table of deliberately broken kernels in docs/development.md; it is not part of .ci/run (about 10 minutes,
 most of it the sanitizer builds and suites).
 
     python .ci/mutants.py                          # every fault, every check
@@ -29,9 +29,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNELS = "fastadam/_kernels.pxi"
+KERNELS = "fastadam/kernels/sgd.pxi"
 
-# The body of _sgd that each fault edits.
+# The body of sgd_loop that each fault edits.
 SGD_HEAD = ("    cdef real gi, pi, b\n"
             "    cdef Py_ssize_t i\n"
             "    for i in range(lo, hi):\n"
@@ -40,13 +40,13 @@ SGD_HEAD = ("    cdef real gi, pi, b\n"
 
 FAULTS = {
     "overrun": dict(
-        what="_sgd loops to hi + 1: one element read and written past the end",
+        what="sgd_loop loops to hi + 1: one element read and written past the end",
         edits=[(SGD_HEAD, SGD_HEAD.replace("range(lo, hi)", "range(lo, hi + 1)"))],
         build=(["tests/test_fuzz.py::test_fuzz_functional"], r"a byte outside every array changed"),
         sanitize=r"AddressSanitizer: heap-buffer-overflow",
     ),
     "overflow": dict(
-        what="_sgd computes int k = hi; k = k + 2147483647 (signed overflow)",
+        what="sgd_loop computes int k = hi; k = k + 2147483647 (signed overflow)",
         edits=[(SGD_HEAD, SGD_HEAD.replace(
             "    cdef Py_ssize_t i\n",
             "    cdef Py_ssize_t i\n    cdef int k = <int>hi\n    k = k + 2147483647\n"
@@ -55,11 +55,11 @@ FAULTS = {
         sanitize=r"runtime error: signed integer overflow",
     ),
     "leak": dict(
-        what="_sgd mallocs 24 bytes per call and never frees them",
+        what="sgd_loop mallocs 24 bytes per call and never frees them",
         # The pointer is tested (its top bit, 0 in user space), so that the compiler cannot
         # drop the unused allocation, and then lost.
-        edits=[("from libc.math cimport sqrt, sqrtf\n",
-                "from libc.math cimport sqrt, sqrtf\nfrom libc.stdlib cimport malloc\n"),
+        edits=[("# States: momentum_buffer (s[0]).\n",
+                "# States: momentum_buffer (s[0]).\nfrom libc.stdlib cimport malloc\n"),
                (SGD_HEAD, SGD_HEAD.replace("    cdef Py_ssize_t i\n",
                                            "    cdef Py_ssize_t i\n"
                                            "    if (<size_t>malloc(24)) >> 63:\n"

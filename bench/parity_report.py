@@ -1,5 +1,5 @@
-"""How closely fastadam.torch follows torch.optim: the figures of the README's "Agreement
-with torch.optim" paragraph, measured.
+"""How closely fastadam.torch follows torch.optim: the figures of docs/torch.md's "Agreement
+with torch.optim" section, measured.
 
     python bench/parity_report.py                  # every section, seeds 0-4 (about 4 min)
     python bench/parity_report.py --seeds 0 --steps 50

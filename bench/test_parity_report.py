@@ -1,5 +1,5 @@
-"""bench/parity_report.py (the README's torch-parity figures) runs: a short run of every
-section, so the command the README quotes keeps working. Its figures are not checked here
+"""bench/parity_report.py (docs/torch.md's torch-parity figures) runs: a short run of every
+section, so the command docs/torch.md quotes keeps working. Its figures are not checked here
 (tests/test_torch_dropin.py asserts the tolerances)."""
 
 import re

@@ -1,7 +1,8 @@
-"""Every ```python block of the docs' pages runs (docs/snippets.py), under pytest.
+"""Every ```python block of the docs' pages and of the README runs (docs/snippets.py),
+under pytest.
 
-    pytest docs/test_snippets.py                 # every page under docs/
-    FASTADAM_SNIPPET_FILES="README.md" pytest docs/test_snippets.py   # + other files
+    pytest docs/test_snippets.py                 # every page under docs/, and README.md
+    FASTADAM_SNIPPET_FILES="OTHER.md" pytest docs/test_snippets.py   # + other files
 
 FASTADAM_SNIPPET_FILES: more Markdown files, separated by os.pathsep or spaces, relative to
 the repository root (or absolute). Run from outside the repository root, so that the
@@ -22,11 +23,13 @@ import snippets  # noqa: E402
 
 PAGES = sorted(glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True))
 PAGES = [p for p in PAGES if os.sep + "_build" + os.sep not in p]
+README = os.path.join(ROOT, "README.md")      # the front page: its snippets are run too
 EXTRA = [os.path.join(ROOT, p) for p in
          os.environ.get("FASTADAM_SNIPPET_FILES", "").replace(os.pathsep, " ").split()]
 
 
-@pytest.mark.parametrize("path", PAGES + EXTRA, ids=lambda p: os.path.relpath(p, ROOT))
+@pytest.mark.parametrize("path", PAGES + [README] + [p for p in EXTRA if p != README],
+                         ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_python_block_runs(path):
     snippets.run_file(path)
 
@@ -36,6 +39,8 @@ def test_pages_have_snippets():
               for p in PAGES}
     for page in ("user-guide.md", "torch.md", "contract.md", "install.md"):
         assert counts[page] > 0, counts
+    # the README's quick start: the kernels, the classes and the torch drop-in
+    assert len(snippets.extract(open(README, encoding="utf-8").read())) >= 3
 
 
 def test_extract_follows_fences_and_the_skip_marker():

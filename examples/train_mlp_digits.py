@@ -12,7 +12,7 @@ other by ``fastadam.reference.adam_`` (the same rule in plain NumPy, one call pe
 ``time.perf_counter`` around the optimizer step alone measures the time each spends in the
 optimizer; taking turns batch by batch exposes both to the same machine noise. The two
 reach the same test accuracy (they compute the same rule; float32 rounding differs in the
-last bits, see the README's numerical contract).
+last bits, see docs/contract.md).
 
 A tqdm progress bar per epoch goes to stderr (``--no-progress`` turns it off); stdout gets
 one line per epoch and, last, ``test accuracy: 0.9xxx`` for the fastadam-trained network.
