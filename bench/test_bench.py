@@ -1,4 +1,5 @@
-"""pytest-benchmark suite over the cases of ``python -m fastadam.bench`` (SPEC §5).
+"""pytest-benchmark suite over the cases of ``python -m fastadam.bench``
+(docs/contract.md#performance).
 
 Run: ``pytest bench/ --benchmark-only`` (see bench/README.md). Nothing here asserts a
 speed: the numbers are for reading and comparing (``--benchmark-save`` /

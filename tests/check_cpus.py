@@ -5,7 +5,7 @@ CPU selects, and whether its results are right.
 
 For each CPU model, a fresh interpreter (under ``qemu-x86_64 -cpu MODEL``, from Debian's
 qemu-user, or natively) imports fastadam, prints ``fastadam.show_config()``, runs a few
-steps of every kernel and checks them against ``fastadam.reference`` (SPEC §2's
+steps of every kernel and checks them against ``fastadam.reference`` (docs/contract.md#accuracy's
 tolerances) and, bit for bit, against this process's results on every path it has:
 
     Nehalem   SSE4.2, no AVX            -> must select 'baseline'
@@ -90,8 +90,8 @@ def digests(F, **kwargs):
 
 
 def reference_errors(F, R):
-    """What in F's workload is not R's to SPEC §2's accuracy (float32: rtol 1e-5, atol 1e-6;
-    float64: rtol 1e-12, atol 1e-14), or did not move the param at all: [] when all is well.
+    """What in F's workload is not R's to the accuracy of docs/contract.md#accuracy
+    (float32: rtol 1e-5, atol 1e-6; float64: rtol 1e-12, atol 1e-14), or did not move the param at all: [] when all is well.
     """
     fast, ref, start = workload(F), workload(R), workload(F, steps=0)
     errors = []

@@ -1,5 +1,5 @@
-"""Shared helpers for fastadam's tests: SIMD-path fixture, random arrays, SPEC §2 tolerances,
-and the strict-skip check CI runs with (FASTADAM_STRICT_SKIPS, below)."""
+"""Shared helpers for fastadam's tests: SIMD-path fixture, random arrays, the tolerances of
+docs/contract.md#accuracy, and the strict-skip check CI runs with (FASTADAM_STRICT_SKIPS, below)."""
 
 import os
 import re
@@ -36,9 +36,9 @@ def rand(rng, shape, dtype, kind="normal"):
 
 
 def assert_close(actual, expected, what=""):
-    """SPEC §2 accuracy against the NumPy reference.
+    """The accuracy of docs/contract.md#accuracy against the NumPy reference.
 
-    float64: rtol 1e-12, atol 1e-14 (the SPEC's numbers).
+    float64: rtol 1e-12, atol 1e-14 (docs/contract.md#accuracy).
     float32: rtol 1e-5; atol 1e-6 * max|expected| (about 8 float32 ulps at the scale of the
     data). An absolute term is needed because ``p - u`` rounds at the ulp of its operands, not
     of its result, so an element that passes near zero by cancellation carries an absolute

@@ -1,5 +1,5 @@
-"""Bad input (SPEC §4): every call checks all of its arrays and numbers before it writes a
-single element, raises TypeError/ValueError naming the argument, and leaves every array
+"""Bad input (docs/contract.md#bad-input): every call checks all of its arrays and numbers
+before it writes a single element, raises TypeError/ValueError naming the argument, and leaves every array
 exactly as it was; no input, however odd, crashes the interpreter; a multi-array
 optimizer step validates every array before it updates any.
 

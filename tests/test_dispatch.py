@@ -73,7 +73,8 @@ def test_native_paths_agree_bit_for_bit(native_digests):
 
 def test_workload_matches_reference():
     # The digests compare real updates: the workload's results follow fastadam.reference
-    # (to the accuracy SPEC §2 gives for 100 steps) and differ from the starting values.
+    # (to the accuracy docs/contract.md#accuracy gives for 100 steps) and differ from the
+    # starting values.
     assert reference_errors(fastadam, fastadam.reference) == []
 
 

@@ -3,11 +3,12 @@ shapes, strides, flags, byte order, alignment, overlapping views, subclasses and
 with hyperparameters drawn from NaN, ±inf, 0, -0, negatives, huge (1e308), tiny (5e-324),
 bools, ints too large for a double, NumPy scalars and 0-d arrays, strings, None, complex.
 
-The oracle, for every call (SPEC §4):
+The oracle, for every call (docs/contract.md#bad-input):
 - it succeeds, and then every array equals what ``fastadam.reference`` computes on copies
   (with the hyperparameters as fastadam reads them: ``float(x)``, ``bool(x)``, the step's
   ``__index__``), NaN for NaN and infinity for infinity: exactly, since the kernels do the
-  reference's operations in its order, except Adam's param, to SPEC §2's tolerances
+  reference's operations in its order, except Adam's param, to the tolerances of
+  docs/contract.md#accuracy
   measured against the operands of its last subtraction (one step can cancel to near
   zero); arrays a step never writes (the grad; a state its options leave unused) keep
   every bit; no byte around any array changes (each array sits in a buffer with canary
@@ -308,7 +309,8 @@ def array_set(draw, names, dtype, shape, mem, bad=True, odd=6):
 # ------------------------------------------------------------------- the oracle
 
 def assert_matches(got, want, scale, what):
-    """``got`` agrees with ``want`` (SPEC §2 tolerances) element by element; ``scale=None``:
+    """``got`` agrees with ``want`` (docs/contract.md#accuracy tolerances) element by element;
+    ``scale=None``:
     exactly (equal values, NaN where ``want`` has NaN).
 
     ``scale`` bounds the size of the operands whose rounding differs (the last

@@ -1,4 +1,5 @@
-"""The functional kernels (sgd_, rmsprop_, adam_, adamw_) against fastadam.reference (SPEC §1-2),
+"""The functional kernels (sgd_, rmsprop_, adam_, adamw_) against fastadam.reference
+(docs/contract.md: update rules, accuracy),
 across every option combination, SIMD path and thread count."""
 
 from itertools import product

@@ -656,7 +656,8 @@ def test_bench_transformer_section(capsys, monkeypatch):
 # fastadam.torch.X and fastadam.X (the NumPy class) against torch.optim.X(foreach=False),
 # stepping the same fixed gradients (no model: nothing feeds a difference back), on
 # tensors of sizes 0, 1, the SIMD tails and 2-d, float32 and float64 mixed in one group.
-# Compared after every few steps with conftest.assert_close (SPEC tolerances: float64 rtol
+# Compared after every few steps with conftest.assert_close (docs/contract.md#accuracy
+# tolerances: float64 rtol
 # 1e-12 / atol 1e-14, float32 rtol 1e-5 / atol 1e-6 of the tensor's largest magnitude).
 
 import optimizers as registry  # noqa: E402
@@ -689,7 +690,8 @@ def _np(x):
 
 
 def assert_parity(info, pairs, where):
-    """``pairs``: {(name, dtype): [(label, torch.optim's, fastadam's)]}. SPEC tolerances:
+    """``pairs``: {(name, dtype): [(label, torch.optim's, fastadam's)]}. The tolerances of
+    docs/contract.md#accuracy:
     float64 rtol 1e-12, atol 1e-14 (conftest.assert_close); float32 rtol 1e-5, atol 1e-6 of
     the largest magnitude of that state over every param of the dtype (the data's scale, as
     conftest's, taken over the whole param list: a 0-d or 1-element tensor whose value
