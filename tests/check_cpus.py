@@ -91,7 +91,8 @@ def digests(F, **kwargs):
 
 def reference_errors(F, R):
     """What in F's workload is not R's to the accuracy of docs/contract.md#accuracy
-    (float32: rtol 1e-5, atol 1e-6; float64: rtol 1e-12, atol 1e-14), or did not move the param at all: [] when all is well.
+    (float32: rtol 1e-5, atol 1e-6; float64: rtol 1e-12, atol 1e-14), or did not move the
+    param at all: [] when all is well.
     """
     fast, ref, start = workload(F), workload(R), workload(F, steps=0)
     errors = []

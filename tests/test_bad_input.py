@@ -1,7 +1,7 @@
 """Bad input (docs/contract.md#bad-input): every call checks all of its arrays and numbers
-before it writes a single element, raises TypeError/ValueError naming the argument, and leaves every array
-exactly as it was; no input, however odd, crashes the interpreter; a multi-array
-optimizer step validates every array before it updates any.
+before it writes a single element, raises TypeError/ValueError naming the argument, and
+leaves every array exactly as it was; no input, however odd, crashes the interpreter; a
+multi-array optimizer step validates every array before it updates any.
 
 Each rejected call is checked in the same way: snapshot every array involved (params,
 grads, states, and any buffer they are views of), make the call under ``pytest.raises``

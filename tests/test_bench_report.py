@@ -1,7 +1,7 @@
 """Smoke test of the benchmark report (``python -m fastadam.bench``,
-docs/contract.md#performance), run in-process with tiny settings: its header, one numeric row per (optimizer, dtype, size), the per-call and
-many-tensor sections, and ``--simd`` / ``--threads``. Timings are not checked, only the shape
-of the report."""
+docs/contract.md#performance), run in-process with tiny settings: its header, one numeric
+row per (optimizer, dtype, size), the per-call and many-tensor sections, and ``--simd`` /
+``--threads``. Timings are not checked, only the shape of the report."""
 
 import math
 import re
