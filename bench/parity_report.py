@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import os
 import platform
 import statistics
 import sys
@@ -45,23 +46,11 @@ except ImportError:
 import fastadam
 import fastadam.torch as ft
 
-# (optimizer, hyperparameters, loss sign: maximize climbs -loss)
-CASES = [
-    ("Adam", {}, 1.0),
-    ("Adam", dict(lr=3e-3, amsgrad=True, weight_decay=1e-2), 1.0),
-    ("Adam", dict(lr=3e-3, maximize=True), -1.0),
-    ("Adam", dict(weight_decay=0.1, decoupled_weight_decay=True), 1.0),
-    ("AdamW", {}, 1.0),
-    ("AdamW", dict(lr=3e-3, amsgrad=True, weight_decay=0.05), 1.0),
-    ("SGD", dict(lr=0.02), 1.0),
-    ("SGD", dict(lr=0.01, momentum=0.9), 1.0),
-    ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3), 1.0),
-    ("SGD", dict(lr=0.01, momentum=0.9, dampening=0.3, maximize=True), -1.0),
-    ("RMSprop", dict(lr=1e-3), 1.0),
-    ("RMSprop", dict(lr=1e-3, centered=True), 1.0),
-    ("RMSprop", dict(lr=1e-3, momentum=0.5, weight_decay=1e-2), 1.0),
-    ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5, maximize=True), -1.0),
-]
+# The training option sets of the tests' registry (tests/optimizers.py), which
+# tests/test_torch_dropin.py trains with too.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+from optimizers import TRAINING_CASES as CASES  # noqa: E402
 MOVES = [("Adam", dict(lr=3e-3)), ("AdamW", dict(amsgrad=True, lr=3e-3)),
          ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
          ("RMSprop", dict(lr=1e-3, momentum=0.5, centered=True))]

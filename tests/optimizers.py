@@ -146,6 +146,27 @@ class OptimizerInfo:
         return [b for b in self.bad if api in b.where]
 
 
+# A small conv net trained with each of these, against torch.optim over seeds and dtypes
+# (tests/test_torch_dropin.py's training tests; bench/parity_report.py's figures).
+# (optimizer, hyperparameters, loss sign: maximize climbs -loss)
+TRAINING_CASES = [
+    ("Adam", {}, 1.0),
+    ("Adam", dict(lr=3e-3, amsgrad=True, weight_decay=1e-2), 1.0),
+    ("Adam", dict(lr=3e-3, maximize=True), -1.0),
+    ("Adam", dict(weight_decay=0.1, decoupled_weight_decay=True), 1.0),
+    ("AdamW", {}, 1.0),
+    ("AdamW", dict(lr=3e-3, amsgrad=True, weight_decay=0.05), 1.0),
+    ("SGD", dict(lr=0.02), 1.0),
+    ("SGD", dict(lr=0.01, momentum=0.9), 1.0),
+    ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3), 1.0),
+    ("SGD", dict(lr=0.01, momentum=0.9, dampening=0.3, maximize=True), -1.0),
+    ("RMSprop", dict(lr=1e-3), 1.0),
+    ("RMSprop", dict(lr=1e-3, centered=True), 1.0),
+    ("RMSprop", dict(lr=1e-3, momentum=0.5, weight_decay=1e-2), 1.0),
+    ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5, maximize=True), -1.0),
+]
+
+
 # ---------------------------------------------------------------------------- bad values
 
 def _nonneg(name, torch_nan=ValueError, torch_inf=None, torch_type=TypeError):

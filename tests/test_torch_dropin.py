@@ -28,6 +28,7 @@ torch = pytest.importorskip("torch")
 
 import fastadam  # noqa: E402
 import fastadam.torch as ft  # noqa: E402
+import optimizers as registry  # noqa: E402
 from torch import nn  # noqa: E402
 
 # Largest |fastadam - torch| over every param and state tensor after STEPS steps, relative
@@ -110,23 +111,9 @@ def run_pair(name, kw, dtype, seed=0, steps=STEPS, sign=1.0, drop=lambda t: ()):
     return a, opt_a, b, opt_b
 
 
-# (optimizer, hyperparameters, loss sign: maximize climbs -loss)
-CASES = [
-    ("Adam", {}, 1.0),
-    ("Adam", dict(lr=3e-3, amsgrad=True, weight_decay=1e-2), 1.0),
-    ("Adam", dict(lr=3e-3, maximize=True), -1.0),
-    ("Adam", dict(weight_decay=0.1, decoupled_weight_decay=True), 1.0),
-    ("AdamW", {}, 1.0),
-    ("AdamW", dict(lr=3e-3, amsgrad=True, weight_decay=0.05), 1.0),
-    ("SGD", dict(lr=0.02), 1.0),
-    ("SGD", dict(lr=0.01, momentum=0.9), 1.0),
-    ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-3), 1.0),
-    ("SGD", dict(lr=0.01, momentum=0.9, dampening=0.3, maximize=True), -1.0),
-    ("RMSprop", dict(lr=1e-3), 1.0),
-    ("RMSprop", dict(lr=1e-3, centered=True), 1.0),
-    ("RMSprop", dict(lr=1e-3, momentum=0.5, weight_decay=1e-2), 1.0),
-    ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5, maximize=True), -1.0),
-]
+# The training option sets (tests/optimizers.py: TRAINING_CASES; bench/parity_report.py
+# reports over the same list).
+CASES = registry.TRAINING_CASES
 
 
 def _case_id(case):
@@ -657,10 +644,9 @@ def test_bench_transformer_section(capsys, monkeypatch):
 # stepping the same fixed gradients (no model: nothing feeds a difference back), on
 # tensors of sizes 0, 1, the SIMD tails and 2-d, float32 and float64 mixed in one group.
 # Compared after every few steps with conftest.assert_close (docs/contract.md#accuracy
-# tolerances: float64 rtol
-# 1e-12 / atol 1e-14, float32 rtol 1e-5 / atol 1e-6 of the tensor's largest magnitude).
+# tolerances: float64 rtol 1e-12 / atol 1e-14, float32 rtol 1e-5 / atol 1e-6 of the
+# tensor's largest magnitude).
 
-import optimizers as registry  # noqa: E402
 from conftest import assert_close  # noqa: E402
 
 PARITY_SHAPES = [(0,), (1,), (7,), (15,), (17,), (63,), (65,), (127,), (3, 5), (4, 16), ()]
