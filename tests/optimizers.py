@@ -16,8 +16,9 @@ state_dict corruption, fuzzing) by adding one ``OptimizerInfo`` to ``OPTIMIZERS`
 What a row must give for the kernel tests (tests/test_registry_kernels.py):
 
 - ``kernel``, ``reference``, ``arrays``, ``states`` (each with ``sample``, the random
-  values it starts from there: "normal" or "pos", and ``init``, the value the NumPy class
-  starts it from), ``kernel_defaults`` and ``kernel_step``: the tests call
+  values it starts from there: "normal", "pos" or a function; ``init``, the value the NumPy
+  class starts it from; ``scalar`` for a per-tensor 0-d state), ``kernel_defaults`` and
+  ``kernel_step``: the tests call
   ``kernel(*arrays, **optional states, **hyperparameters, step=t)`` and the reference the
   same way (``step`` left out when ``kernel_step`` is "none", and run both with and without
   it when "optional"). The kernel's hyperparameters are the option set's values for the
@@ -25,10 +26,10 @@ What a row must give for the kernel tests (tests/test_registry_kernels.py):
 - ``fix_states``, when random states need a relation between them to keep the rule real
   (RMSprop centered: ``square_avg >= grad_avg**2``): a function that adjusts the dict of
   state arrays in place.
-- ``kernel_call``, when the kernel takes more than that (a per-tensor scalar state):
+- ``kernel_call``, when the kernel is called otherwise:
   ``kernel_call(fn, param, grad, states, hyper, step)`` makes one call of ``fn`` (the
-  kernel or the reference); ``states`` is a dict the call may keep scalars in (as 0-d
-  arrays), which are compared like the state arrays.
+  kernel or the reference); ``states`` is the dict of the states (a call may keep more
+  in it, as 0-d arrays: they are compared like the states).
 - ``bitwise(hyper)``: whether the kernel does the reference's operations in its order for
   that configuration, so that it gives the reference's bits (else: the accuracy
   tolerances of docs/contract.md#accuracy, conftest.assert_close).
@@ -67,14 +68,21 @@ class State:
     """One state array: its name, whether a configuration (the hyperparameters with the
     defaults filled in) has it, and an option change that makes a configuration without it
     need it (None: always present); ``sample``: how the kernel tests draw its random start;
-``init``: the NumPy class's initial value (a number, or a hyperparameter's name)."""
+``init``: the NumPy class's initial value (a number, or a hyperparameter's name);
+``scalar``: one value per tensor (a 0-d array), not one per element."""
     name: str
     present: Callable[[Mapping[str, Any]], bool]
     enable: Optional[Dict[str, Any]] = None
-    # the kernel tests' random start: "normal" (any real) or "pos" (|normal|: second moments)
-    sample: str = "normal"
+    # the kernel tests' random start: "normal" (any real), "pos" (|normal|: second moments),
+    # or a function (rng, shape, dtype) -> array
+    sample: Any = "normal"
     # the NumPy class's initial value: a number or the name of a hyperparameter
     init: Any = 0.0
+    # a per-tensor scalar (NAdam's mu_product): a 0-d array of the param's dtype
+    scalar: bool = False
+
+    def shape(self, param_shape):
+        return () if self.scalar else param_shape
 
 
 @dataclass(frozen=True)
@@ -189,7 +197,8 @@ class OptimizerInfo:
     def initial_states(self, hyper, like):
         """The states the NumPy class starts a param ``like`` with, for ``hyper``."""
         h = self.full(hyper)
-        return {s.name: np.full_like(like, h[s.init] if isinstance(s.init, str) else s.init)
+        return {s.name: np.full(s.shape(like.shape),
+                                h[s.init] if isinstance(s.init, str) else s.init, like.dtype)
                 for s in self.states if s.present(h)}
 
     def call(self, fn, param, grad, states, hyper, step):

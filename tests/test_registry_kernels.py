@@ -67,7 +67,9 @@ dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def random_states(info, hyper, rng, shape, dtype):
     """Random (not zero) initial states for ``hyper``, as the row samples them."""
     h = info.full(hyper)
-    states = {s.name: rand(rng, shape, dtype, s.sample) for s in info.states if s.present(h)}
+    states = {s.name: (s.sample(rng, s.shape(shape), dtype) if callable(s.sample)
+                       else rand(rng, s.shape(shape), dtype, s.sample))
+              for s in info.states if s.present(h)}
     if info.fix_states is not None:
         info.fix_states(states)
     return states
