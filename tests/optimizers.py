@@ -9,8 +9,34 @@ scalar settings); and per hyperparameter its bad values, with the exception fast
 the argument its message names, and what ``torch.optim`` does with the same value at
 construction.
 
-Plain data: a new optimizer gets every registry-driven test (torch parity, bad input,
+Plain data: a new optimizer gets every registry-driven test (the kernel against its
+reference, SIMD paths and thread counts, the NumPy class, torch parity, bad input,
 state_dict corruption, fuzzing) by adding one ``OptimizerInfo`` to ``OPTIMIZERS``.
+
+What a row must give for the kernel tests (tests/test_registry_kernels.py):
+
+- ``kernel``, ``reference``, ``arrays``, ``states`` (each with ``sample``, the random
+  values it starts from there: "normal", "pos" or a function; ``init``, the value the NumPy
+  class starts it from; ``scalar`` for a per-tensor 0-d state), ``kernel_defaults`` and
+  ``kernel_step``: the tests call
+  ``kernel(*arrays, **optional states, **hyperparameters, step=t)`` and the reference the
+  same way (``step`` left out when ``kernel_step`` is "none", and run both with and without
+  it when "optional"). The kernel's hyperparameters are the option set's values for the
+  names in ``kernel_defaults``, the class defaults filling in the rest.
+- ``fix_states``, when random states need a relation between them to keep the rule real
+  (RMSprop centered: ``square_avg >= grad_avg**2``): a function that adjusts the dict of
+  state arrays in place.
+- ``kernel_call``, when the kernel is called otherwise:
+  ``kernel_call(fn, param, grad, states, hyper, step)`` makes one call of ``fn`` (the
+  kernel or the reference); ``states`` is the dict of the states (a call may keep more
+  in it, as 0-d arrays: they are compared like the states).
+- ``bitwise(hyper)``: whether the kernel does the reference's operations in its order for
+  that configuration, so that it gives the reference's bits (else: the accuracy
+  tolerances of docs/contract.md#accuracy, conftest.assert_close).
+- ``torch_optim``: False for an optimizer torch.optim has no class for (Lion): the tests
+  that compare with torch.optim are not generated for that row (``TORCH_OPTIMIZERS``,
+  ``option_cases(torch_only=True)``, ``bad_cases(api, torch_optim=True)``), and
+  ``fastadam.torch.<torch_name>`` is still tested on its own.
 """
 
 import itertools
@@ -41,10 +67,22 @@ class NoTruthValue:
 class State:
     """One state array: its name, whether a configuration (the hyperparameters with the
     defaults filled in) has it, and an option change that makes a configuration without it
-    need it (None: always present)."""
+    need it (None: always present); ``sample``: how the kernel tests draw its random start;
+``init``: the NumPy class's initial value (a number, or a hyperparameter's name);
+``scalar``: one value per tensor (a 0-d array), not one per element."""
     name: str
     present: Callable[[Mapping[str, Any]], bool]
     enable: Optional[Dict[str, Any]] = None
+    # the kernel tests' random start: "normal" (any real), "pos" (|normal|: second moments),
+    # or a function (rng, shape, dtype) -> array
+    sample: Any = "normal"
+    # the NumPy class's initial value: a number or the name of a hyperparameter
+    init: Any = 0.0
+    # a per-tensor scalar (NAdam's mu_product): a 0-d array of the param's dtype
+    scalar: bool = False
+
+    def shape(self, param_shape):
+        return () if self.scalar else param_shape
 
 
 @dataclass(frozen=True)
@@ -90,6 +128,11 @@ class OptimizerInfo:
     kernel_step: str = "optional"        # the kernel's ``step``: "required", "optional", "none"
     torch_has_step: bool = True          # whether torch.optim keeps state['step']
     torch_name: Optional[str] = None     # fastadam.torch / torch.optim class name
+    torch_optim: bool = True             # whether torch.optim has that class
+    # the kernel tests (see the module docstring)
+    bitwise: Callable[[Mapping[str, Any]], bool] = lambda h: False
+    fix_states: Optional[Callable[[Dict[str, Any]], None]] = None
+    kernel_call: Optional[Callable[..., None]] = None
 
     def __post_init__(self):
         if self.torch_name is None:
@@ -144,6 +187,31 @@ class OptimizerInfo:
 
     def bad_for(self, api):
         return [b for b in self.bad if api in b.where]
+
+    def kernel_hyper(self, hyper):
+        """The functional kernel's hyperparameters for option set ``hyper`` (the class
+        defaults filling in what ``hyper`` leaves out)."""
+        h = self.full(hyper)
+        return {k: h.get(k, v) for k, v in self.kernel_defaults.items()}
+
+    def initial_states(self, hyper, like):
+        """The states the NumPy class starts a param ``like`` with, for ``hyper``."""
+        h = self.full(hyper)
+        return {s.name: np.full(s.shape(like.shape),
+                                h[s.init] if isinstance(s.init, str) else s.init, like.dtype)
+                for s in self.states if s.present(h)}
+
+    def call(self, fn, param, grad, states, hyper, step):
+        """One call of ``fn`` (the kernel or its reference) at 1-based ``step`` (None: no
+        step argument) on ``states`` (name -> array, the option set's states), with the
+        kernel hyperparameters of option set ``hyper``; returns what ``fn`` returns."""
+        if self.kernel_call is not None:
+            return self.kernel_call(fn, param, grad, states, hyper, step)
+        kw = self.kernel_hyper(hyper)
+        kw.update({n: states[n] for n in self.optional if n in states})
+        if step is not None and self.kernel_step != "none":
+            kw["step"] = step
+        return fn(param, grad, *(states[n] for n in self.arrays[2:]), **kw)
 
 
 # A small conv net trained with each of these, against torch.optim over seeds and dtypes
@@ -301,13 +369,14 @@ SGD = OptimizerInfo(
         + _flag("maximize")
         + BAD_STEPS + _policy()),
     torch_has_step=False,
+    bitwise=lambda h: True,
 )
 
 RMSPROP = OptimizerInfo(
     name="RMSprop", cls=fastadam.RMSprop, kernel=fastadam.rmsprop_,
     reference=reference.rmsprop_,
     arrays=("param", "grad", "square_avg"),
-    states=(State("square_avg", lambda h: True),
+    states=(State("square_avg", lambda h: True, sample="pos"),
             State("momentum_buffer", lambda h: h["momentum"] != 0, dict(momentum=0.5)),
             State("grad_avg", lambda h: bool(h["centered"]), dict(centered=True))),
     defaults=dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
@@ -323,10 +392,18 @@ RMSPROP = OptimizerInfo(
         _nonneg("lr") + _nonneg("alpha") + _nonneg("momentum") + _nonneg("weight_decay")
         + _eps() + _flag("centered") + _flag("maximize") + _policy()),
     kernel_step="none",
+    bitwise=lambda h: True,
+    fix_states=lambda s: s.update(square_avg=s["square_avg"] + s["grad_avg"] ** 2)
+    if "grad_avg" in s else None,
 )
 
-_ADAM_STATES = (State("exp_avg", lambda h: True), State("exp_avg_sq", lambda h: True),
-                State("max_exp_avg_sq", lambda h: bool(h["amsgrad"]), dict(amsgrad=True)))
+_ADAM_STATES = (State("exp_avg", lambda h: True),
+                State("exp_avg_sq", lambda h: True, sample="pos"),
+                State("max_exp_avg_sq", lambda h: bool(h["amsgrad"]), dict(amsgrad=True),
+                      sample="pos"))
+# Adam's kernel folds the bias corrections into its constants (lr/bc1, 1/sqrt(bc2)), the
+# reference divides: the same bits without bias correction only.
+_ADAM_BITWISE = lambda h: not h["bias_correction"]  # noqa: E731
 _ADAM_SCALARS = (dict(lr=3e-3), dict(lr=1e-2, betas=(0.8, 0.95), eps=1e-6),
                  dict(lr=1e-3, betas=(0.5, 0.9), eps=1e-3))
 _ADAM_BAD = (_nonneg("lr") + _betas() + _eps() + _nonneg("weight_decay")
@@ -352,6 +429,7 @@ ADAM = OptimizerInfo(
               + [Bad({"step": None}, TypeError, "step", where=("functional",))] + _policy()),
     numpy_only=("bias_correction",),
     kernel_step="required",
+    bitwise=_ADAM_BITWISE,
 )
 
 ADAMW = OptimizerInfo(
@@ -368,10 +446,30 @@ ADAMW = OptimizerInfo(
               + [Bad({"step": None}, TypeError, "step", where=("functional",))] + _policy()),
     numpy_only=("bias_correction",),
     kernel_step="required",
+    bitwise=_ADAM_BITWISE,
 )
 
-OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW]
+LION = OptimizerInfo(
+    name="Lion", cls=fastadam.Lion, kernel=fastadam.lion_, reference=reference.lion_,
+    arrays=("param", "grad", "exp_avg"), states=(State("exp_avg", lambda h: True),),
+    defaults=dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
+    flags=dict(weight_decay=(0.0, 0.1), maximize=(False, True)),
+    scalars=(dict(lr=1e-2), dict(lr=3e-3, betas=(0.8, 0.95)), dict(lr=1e-2, betas=(0.0, 0.5))),
+    extra_sets=(dict(lr=1e-2, betas=(0.0, 0.0), weight_decay=0.5, maximize=True),
+                dict(lr=1e-3, betas=[0.95, 0.98], weight_decay=1e-2)),
+    bad=tuple(_nonneg("lr") + _betas() + _nonneg("weight_decay") + _flag("maximize")
+              + _policy()),
+    kernel_step="none",
+    torch_has_step=False,       # lion-pytorch's state: exp_avg alone
+    torch_optim=False,          # fastadam.torch.Lion only (lion-pytorch's format)
+    bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+)
+
+OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, LION]
 BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
+#: The rows torch.optim has a class for: what torch-parity and torch.optim checks run over.
+TORCH_OPTIMIZERS: List[OptimizerInfo] = [o for o in OPTIMIZERS if o.torch_optim]
 
 
 def set_id(hyper):
@@ -380,25 +478,27 @@ def set_id(hyper):
 
 
 def option_cases(torch_only=False):
-    """(info, option set) over the registry, for parametrize, with ids."""
+    """(info, option set) over the registry, for parametrize, with ids. ``torch_only``:
+    the rows torch.optim has a class for, with the option sets it has."""
     cases, ids = [], []
-    for info in OPTIMIZERS:
+    for info in (TORCH_OPTIMIZERS if torch_only else OPTIMIZERS):
         for h in (info.torch_option_sets() if torch_only else info.option_sets()):
             cases.append((info, h))
             ids.append(f"{info.name}-{set_id(h)}")
     return cases, ids
 
 
-def bad_cases(api):
-    """(info, Bad) for every bad value ``api`` takes, for parametrize, with ids."""
+def bad_cases(api, torch_optim=False):
+    """(info, Bad) for every bad value ``api`` takes, for parametrize, with ids.
+    ``torch_optim``: the rows torch.optim has a class for only."""
     cases, ids = [], []
-    for info in OPTIMIZERS:
+    for info in (TORCH_OPTIMIZERS if torch_optim else OPTIMIZERS):
         for b in info.bad_for(api):
             cases.append((info, b))
             ids.append(f"{info.name}-{b.id}")
     return cases, ids
 
 
-__all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "BY_NAME", "SGD", "RMSPROP", "ADAM",
-           "ADAMW", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
+__all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "TORCH_OPTIMIZERS", "BY_NAME", "SGD",
+           "RMSPROP", "ADAM", "ADAMW", "LION", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]

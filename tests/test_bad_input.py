@@ -956,9 +956,7 @@ def _torch_outcome(make):
 
 @pytest.mark.parametrize("info, bad", _TORCH_BAD, ids=_TORCH_BAD_IDS)
 def test_registry_torch_construction_bad_hyperparameter(info, bad):
-    """fastadam.torch refuses every bad value as the NumPy class does, naming the argument;
-    torch.optim's own constructor does what the registry says (None: it accepts the value,
-    and fastadam.torch is stricter)."""
+    """fastadam.torch refuses every bad value as the NumPy class does, naming the argument."""
     torch = pytest.importorskip("torch")
     import fastadam.torch as ft
     params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, 2))]
@@ -966,11 +964,22 @@ def test_registry_torch_construction_bad_hyperparameter(info, bad):
     with pytest.raises(bad.exc, match=names_first(re.escape(bad.arg))):
         getattr(ft, info.torch_name)(params, **bad.over)
     assert [p.detach().numpy().tobytes() for p in params] == before
+
+
+# The rows torch.optim has a class for (not Lion): its constructor against the registry.
+_TORCH_OPTIM_BAD, _TORCH_OPTIM_BAD_IDS = registry.bad_cases("torch", torch_optim=True)
+
+
+@pytest.mark.parametrize("info, bad", _TORCH_OPTIM_BAD, ids=_TORCH_OPTIM_BAD_IDS)
+def test_registry_torch_optim_construction_outcome(info, bad):
+    """torch.optim's own constructor does what the registry says (None: it accepts the
+    value, and fastadam.torch is stricter)."""
+    torch = pytest.importorskip("torch")
     assert _torch_outcome(lambda: getattr(torch.optim, info.torch_name)(
         [torch.zeros(3)], **bad.over)) is bad.torch
 
 
-_TORCH_VALUE_ERRORS = [(i, b) for i, b in _TORCH_BAD if b.torch is ValueError]
+_TORCH_VALUE_ERRORS = [(i, b) for i, b in _TORCH_OPTIM_BAD if b.torch is ValueError]
 
 
 _ARRAY_AS_SCALAR = pytest.mark.xfail(

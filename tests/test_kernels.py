@@ -1,6 +1,10 @@
-"""The functional kernels (sgd_, rmsprop_, adam_, adamw_) against fastadam.reference
-(docs/contract.md: update rules, accuracy),
-across every option combination, SIMD path and thread count."""
+"""The functional kernels (sgd_, rmsprop_, adam_, adamw_): what is specific to each (SGD's
+first-step buffer rule, Adam's first step, which options are inert), random
+hyperparameters against fastadam.reference (docs/contract.md: update rules, accuracy),
+hyperparameters as NumPy scalars and ints, 0-d, n-d and empty arrays, and the SIMD-path and
+thread-count setters. Every option set of every optimizer against the reference, over the
+sizes, SIMD paths and thread counts, is tests/test_registry_kernels.py's, from
+tests/optimizers.py."""
 
 from itertools import product
 
@@ -11,15 +15,9 @@ from hypothesis import strategies as st
 
 import fastadam
 from fastadam import reference
-from conftest import DTYPES, assert_close, rand, run_python
+from conftest import DTYPES, assert_close, rand
 
-# A watchdog for a hang, not a speed limit: the child takes seconds; 300 s leaves room for
-# a loaded machine and the sanitizer build (several times slower).
-WATCHDOG_S = 300
 KINDS = ("sgd", "rmsprop", "adam", "adamw")
-# Sizes around every SIMD width (4/8/16 lanes) and unroll, so vector bodies and tails both run.
-SMALL_SIZES = (0, 1, 3, 15, 16, 17, 31, 33, 1000)
-LARGE_SIZE = 100003
 # State arrays that are positional arguments of each functional (the rest are keywords).
 POSITIONAL = {"sgd": (), "rmsprop": ("square_avg",), "adam": ("exp_avg", "exp_avg_sq"),
               "adamw": ("exp_avg", "exp_avg_sq")}
@@ -62,14 +60,6 @@ def case_id(kind, o):
     flags = [k if v is True else f"{k}={v}" for k, v in o.items()
              if k not in ("lr", "eps", "betas", "alpha") and v not in (False, 0.0)]
     return "-".join([kind] + flags)
-
-
-ALL_CASES = [(k, o) for k in KINDS for o in all_options(k)]
-ALL_IDS = [case_id(k, o) for k, o in ALL_CASES]
-# The 100003-element runs use a subset: every fifth combination of each kernel plus its last.
-LARGE_CASES = [(k, o) for k in KINDS for i, o in enumerate(all_options(k))
-               if i % 5 == 0 or i == len(all_options(k)) - 1]
-LARGE_IDS = [case_id(k, o) for k, o in LARGE_CASES]
 
 
 def state_kinds(kind, o):
@@ -134,6 +124,19 @@ def trajectory(kind, o, dtype, shape, steps, seed=0, check_at=(), require_finite
     return p, states
 
 
+def simd_data(rng, kind, o, n, dtype, wide):
+    """A random param, states and 4 grads (``wide``: magnitudes from subnormal to large)."""
+    p = rand(rng, n, dtype)
+    states = make_states(rng, kind, o, n, dtype)
+    grads = [rand(rng, n, dtype) for _ in range(4)]
+    if wide:    # magnitudes from subnormal to large, and exact zeros
+        lo, hi = (-44, 6) if dtype == np.float32 else (-318, 60)
+        for g in grads:
+            g *= (10.0 ** rng.uniform(lo, hi, n)).astype(dtype)
+            g[::7] = 0
+    return p, grads, states
+
+
 def run_fast(kind, o, p, g_list, states):
     for t, g in enumerate(g_list, 1):
         call(fastadam, kind, o, p, g, states, t)
@@ -141,20 +144,6 @@ def run_fast(kind, o, p, g_list, states):
 
 
 # ------------------------------------------------------------------------------ accuracy
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("kind,opts", ALL_CASES, ids=ALL_IDS)
-def test_trajectory_matches_reference(kind, opts, dtype):
-    """100 steps at every SIMD-tail size, for every option combination."""
-    for n in SMALL_SIZES:
-        trajectory(kind, opts, dtype, (n,), steps=100, seed=n, check_at=(1, 2))
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("kind,opts", LARGE_CASES, ids=LARGE_IDS)
-def test_large_array_matches_reference(kind, opts, dtype):
-    trajectory(kind, opts, dtype, (LARGE_SIZE,), steps=5, check_at=(1,))
-
 
 def test_options_change_the_result():
     """Guard against a vacuous comparison: every flag of every kernel changes the param."""
@@ -196,51 +185,7 @@ def test_adam_first_step_known_values():
     np.testing.assert_allclose(p, [0.9, -0.9, -0.1], rtol=1e-12)
 
 
-# ------------------------------------------------------------------------------ SIMD paths
-
-def simd_data(rng, kind, o, n, dtype, wide):
-    p = rand(rng, n, dtype)
-    states = make_states(rng, kind, o, n, dtype)
-    grads = [rand(rng, n, dtype) for _ in range(4)]
-    if wide:    # magnitudes from subnormal to large, and exact zeros
-        lo, hi = (-44, 6) if dtype == np.float32 else (-318, 60)
-        for g in grads:
-            g *= (10.0 ** rng.uniform(lo, hi, n)).astype(dtype)
-            g[::7] = 0
-    return p, grads, states
-
-
-@pytest.mark.skipif(len(fastadam.available_simd_paths()) < 2, reason="one SIMD path only")
-@pytest.mark.parametrize("kind,opts", ALL_CASES, ids=ALL_IDS)
-def test_simd_paths_bit_identical(kind, opts):
-    paths = fastadam.available_simd_paths()
-    for dtype, n, wide in product(DTYPES, (1, 7, 17, 33, 1037), (False, True)):
-        results = {}
-        for path in paths:
-            rng = np.random.default_rng(n)
-            p, grads, states = simd_data(rng, kind, opts, n, dtype, wide)
-            old = fastadam.set_simd_path(path)
-            try:
-                assert fastadam.get_simd_path() == path
-                results[path] = run_fast(kind, opts, p, grads, states)
-            finally:
-                fastadam.set_simd_path(old)
-        p0, s0 = results[paths[0]]
-        for path in paths[1:]:
-            p1, s1 = results[path]
-            where = f"{paths[0]} vs {path}, {dtype.__name__}, n={n}, wide={wide}"
-            assert np.array_equal(p0, p1, equal_nan=True), f"param, {where}"
-            for name in s0:
-                assert np.array_equal(s0[name], s1[name], equal_nan=True), f"{name}, {where}"
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_each_simd_path_matches_reference(kind, simd_path):
-    assert fastadam.get_simd_path() == simd_path
-    for o in (all_options(kind)[0], all_options(kind)[-1]):
-        for dtype, n in product(DTYPES, (15, 16, 17, 33)):
-            trajectory(kind, o, dtype, (n,), steps=20, seed=n)
-
+# ------------------------------------------------------------------------------ setters
 
 def test_set_simd_path_rejects_unknown_and_returns_old():
     old = fastadam.get_simd_path()
@@ -250,69 +195,6 @@ def test_set_simd_path_rejects_unknown_and_returns_old():
     path = fastadam.available_simd_paths()[0]
     assert fastadam.set_simd_path(path) == old
     assert fastadam.set_simd_path(old) == path
-
-
-# ------------------------------------------------------------------------------ threads
-
-THREAD_CHILD = """
-import sys
-import numpy as np
-import fastadam
-
-def run(kind, dtype, threads):
-    fastadam.set_num_threads(threads)
-    assert fastadam.get_num_threads() == threads
-    rng = np.random.default_rng(1)
-    n = 1_000_003           # > 2 * (1 << 17) per thread for 2 and 3 threads; not aligned
-    p = rng.standard_normal(n).astype(dtype)
-    g = [rng.standard_normal(n).astype(dtype) for _ in range(3)]
-    if kind == "sgd":
-        s = [rng.standard_normal(n).astype(dtype)]
-        for t in (1, 2, 3):
-            fastadam.sgd_(p, g[t - 1], momentum_buffer=s[0], lr=0.1, momentum=0.9,
-                          nesterov=True, weight_decay=0.01, step=t)
-    elif kind == "rmsprop":
-        s = [np.abs(rng.standard_normal(n)).astype(dtype) + 1,
-             rng.standard_normal(n).astype(dtype), np.zeros(n, dtype)]
-        for t in (1, 2, 3):
-            fastadam.rmsprop_(p, g[t - 1], s[0], momentum_buffer=s[1], grad_avg=s[2],
-                              momentum=0.5, centered=True, weight_decay=0.01)
-    else:
-        s = [rng.standard_normal(n).astype(dtype), np.abs(rng.standard_normal(n)).astype(dtype),
-             np.abs(rng.standard_normal(n)).astype(dtype)]
-        f = fastadam.adam_ if kind == "adam" else fastadam.adamw_
-        for t in (1, 2, 3):
-            f(p, g[t - 1], s[0], s[1], step=t, lr=0.01, amsgrad=True, max_exp_avg_sq=s[2],
-              weight_decay=0.01)
-    return [p] + s
-
-old = fastadam.get_num_threads()
-bad = 0
-for kind in ("sgd", "rmsprop", "adam", "adamw"):
-    for dtype in (np.float32, np.float64):
-        base = run(kind, dtype, 1)
-        for threads in (2, 3):
-            print(f"{kind} {dtype.__name__} threads={threads} ...", flush=True)
-            got = run(kind, dtype, threads)
-            for i, (a, b) in enumerate(zip(base, got)):
-                if not np.array_equal(a, b):
-                    bad += 1
-                    print(f"MISMATCH {kind} {dtype.__name__} threads={threads} array {i}: "
-                          f"{np.count_nonzero(a != b)} elements differ", flush=True)
-fastadam.set_num_threads(old)
-print("done", flush=True)
-sys.exit(1 if bad else 0)
-"""
-
-
-def test_thread_counts_bit_identical():
-    """1 vs 2 vs 3 threads on 1M-element arrays (split into parts >= 1 << 17 elements).
-
-    Runs in a child process (which sets and restores its own thread count), so that a hang
-    in the native thread pool fails this test instead of freezing the test session.
-    """
-    r = run_python(THREAD_CHILD, timeout=WATCHDOG_S)
-    assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr
 
 
 def test_set_num_threads_validates_and_returns_old():

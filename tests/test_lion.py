@@ -1,8 +1,10 @@
 """Lion (Chen et al. 2023): ``c = b1*m + (1-b1)*g; p = p*(1 - lr*wd) - lr*sign(c);
-m = b2*m + (1-b2)*g``, sign(0) = 0. The kernel against fastadam.reference (the same bits:
-it does the reference's operations in its order) on every SIMD path and thread count, and
-the functional, NumPy-class and fastadam.torch paths against a torch for-loop of the rule,
-whose state_dict format (lion-pytorch's: ``exp_avg`` alone) moves both ways."""
+m = b2*m + (1-b2)*g``, sign(0) = 0. What is Lion's own: sign(0) and NaN, the defaults, and
+the functional, NumPy-class and fastadam.torch paths against a torch for-loop of the rule
+(torch.optim has no Lion), whose state_dict format (lion-pytorch's: ``exp_avg`` alone)
+moves both ways. The kernel against fastadam.reference (the same bits) over every option
+set, size, SIMD path and thread count, the NumPy class, resume, bad hyperparameters and
+state_dict corruption are the registry's (tests/optimizers.py's Lion row)."""
 
 import copy
 
@@ -10,48 +12,8 @@ import numpy as np
 import pytest
 
 import fastadam
-from fastadam import _core, reference
-from conftest import DTYPES, assert_close, rand
-
-SIZES = (0, 1, 7, 65, 100003)
-OPTIONS = [dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1),
-           dict(lr=3e-3, betas=(0.8, 0.95), maximize=True),
-           dict(lr=1e-2, betas=(0.0, 0.5), weight_decay=0.5, maximize=True)]
-
-
-def trajectory(fn, dtype, n, steps, seed=0, **hyper):
-    """(param, exp_avg) after ``steps`` steps of ``fn`` from fixed random data."""
-    rng = np.random.default_rng(seed)
-    p, m = rand(rng, n, dtype), rand(rng, n, dtype) * 0.1
-    for _ in range(steps):
-        fn(p, rand(rng, n, dtype), m, **hyper)
-    return p, m
-
-
-@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in
-                                                                 o.items()))
-@pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_kernel_matches_reference_bit_for_bit(simd_path, dtype, n, opts):
-    got = trajectory(fastadam.lion_, dtype, n, 100, **opts)
-    want = trajectory(reference.lion_, dtype, n, 100, **opts)
-    for a, b, name in zip(got, want, ("param", "exp_avg")):
-        assert a.dtype == dtype and a.shape == (n,)
-        assert a.tobytes() == b.tobytes(), f"{name} differs from the reference"
-        assert_close(a, b, name)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_one_and_two_threads_bit_identical(dtype):
-    old_threads, old_min = fastadam.set_num_threads(1), _core._set_min_per_thread(1024)
-    try:
-        one = trajectory(fastadam.lion_, dtype, 100003, 20, lr=1e-2, weight_decay=0.1)
-        fastadam.set_num_threads(2)
-        two = trajectory(fastadam.lion_, dtype, 100003, 20, lr=1e-2, weight_decay=0.1)
-    finally:
-        fastadam.set_num_threads(old_threads)
-        _core._set_min_per_thread(old_min)
-    assert all(a.tobytes() == b.tobytes() for a, b in zip(one, two))
+from fastadam import reference
+from conftest import assert_close
 
 
 def test_sign_of_zero_is_zero_and_nan_propagates():
@@ -67,7 +29,7 @@ def test_sign_of_zero_is_zero_and_nan_propagates():
     assert p.tobytes() == q.tobytes() and m.tobytes() == h.tobytes()
 
 
-def test_defaults_and_bad_hyperparameters():
+def test_defaults_and_a_missing_state():
     p, g, m = (np.ones(4, np.float32) for _ in range(3))
     q, h = p.copy(), m.copy()
     fastadam.lion_(p, g, m)
@@ -77,16 +39,6 @@ def test_defaults_and_bad_hyperparameters():
     assert {k: v for k, v in opt.param_groups[0].items() if k != "params"} == dict(
         lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False, nonfinite="propagate",
         max_grad_norm=None)
-    for bad, exc, name in [(dict(lr=-1.0), ValueError, "lr"),
-                           (dict(betas=(1.0, 0.99)), ValueError, r"betas\[0\]"),
-                           (dict(betas=(0.9,)), TypeError, "betas"),
-                           (dict(weight_decay=float("nan")), ValueError, "weight_decay")]:
-        before = p.tobytes()
-        with pytest.raises(exc, match=f"^Invalid {name}"):
-            fastadam.lion_(p, g, m, **bad)
-        with pytest.raises(exc, match=f"^Invalid {name}"):
-            fastadam.Lion([np.ones(3)], **bad)
-        assert p.tobytes() == before
     with pytest.raises(TypeError, match="^Invalid exp_avg"):
         fastadam.lion_(p, g, None)
 

@@ -1,5 +1,8 @@
 """The optimizer classes (SGD, RMSprop, Adam, AdamW) and fastadam.pack, against the reference
-functions applied per param with hand-tracked state."""
+functions applied per param with hand-tracked state: torch.optim's defaults, options changed
+between steps, state_dict copies, wrong grads, many small tensors, packed params, memory.
+Every option set of every class against the reference, resume bit for bit and thread
+counts are tests/test_registry_kernels.py's, from tests/optimizers.py."""
 
 import os
 import tracemalloc
@@ -12,9 +15,6 @@ from fastadam import SGD, Adam, AdamW, RMSprop, reference
 from conftest import assert_close, rand, run_python
 
 f32, f64 = np.float32, np.float64
-# A watchdog for a hang, not a speed limit: the child takes seconds; 300 s leaves room for
-# a loaded machine and the sanitizer build (several times slower).
-WATCHDOG_S = 300
 
 # torch.optim's defaults (plus fastadam's extra bias_correction / decoupled flags).
 TORCH_DEFAULTS = {
@@ -33,7 +33,8 @@ for _cls in TORCH_DEFAULTS:
     TORCH_DEFAULTS[_cls] = dict(TORCH_DEFAULTS[_cls], **POLICY_DEFAULTS)
 CLASSES = (SGD, RMSprop, Adam, AdamW)
 
-# Per class: the defaults and configurations that switch on every state and option.
+# Per class: the defaults and configurations that switch on every state and option (the
+# gradient-policy tests' configurations, tests/test_grad_policy.py).
 CONFIGS = [
     (SGD, {}),
     (SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
@@ -161,29 +162,6 @@ def assert_state_dicts_equal(a, b):
 
 # ------------------------------------------------------------------------------ vs reference
 
-@pytest.mark.parametrize("kind", ["list", "tuple", "dict"])
-@pytest.mark.parametrize("cls,hyper", CONFIGS, ids=CONFIG_IDS)
-def test_matches_reference(cls, hyper, kind):
-    rng = np.random.default_rng(0)
-    arrays = make_arrays(rng)
-    ref = RefOptimizer(cls, arrays, hyper)
-    params = structure(arrays, kind)
-    opt = cls(params, **hyper)
-    assert len(opt.param_groups[0]["params"]) == len(arrays)
-    assert all(a is b for a, b in zip(opt.param_groups[0]["params"], arrays))
-    for t in range(1, 51):
-        grads = [rand(rng, a.shape, a.dtype) for a in arrays]
-        assert opt.step(structure(grads, kind)) is True
-        ref.step(grads)
-        assert opt.step_count == t
-        if t in (1, 2, 50):
-            compare_with_ref(opt, params, ref, f"step {t}")
-    # The params given are the arrays updated, in place.
-    for p, p_ref in zip(arrays, ref.params):
-        assert_close(p, p_ref)
-        assert np.isfinite(p).all()
-
-
 @pytest.mark.parametrize("cls", CLASSES)
 def test_defaults_are_torch_defaults(cls):
     opt = cls([np.zeros(3)])
@@ -292,35 +270,6 @@ def test_state_dict_copies_list_hyperparameters():
     sd = opt.state_dict()
     sd["param_groups"][0]["betas"][0] = 0.5
     assert opt.param_groups[0]["betas"][0] == 0.9
-
-
-@pytest.mark.parametrize("kind", ["list", "dict"])
-@pytest.mark.parametrize("cls", CLASSES)
-def test_resume_is_bit_identical(cls, kind):
-    rng = np.random.default_rng(5)
-    arrays = make_arrays(rng)
-    grads = [structure([rand(rng, a.shape, a.dtype) for a in arrays], kind)
-             for _ in range(20)]
-    params = structure([a.copy() for a in arrays], kind)
-    opt = cls(params, **RICH[cls])
-    for g in grads[:10]:
-        opt.step(g)
-    sd = opt.state_dict()
-    saved = [p.copy() for p in values_of(params)]
-    for g in grads[10:]:
-        opt.step(g)
-    # A new optimizer, built with another lr, resumed from the copies: the same bits.
-    params2 = structure([p.copy() for p in saved], kind)
-    opt2 = cls(params2, **dict(RICH[cls], lr=0.123))
-    opt2.load_state_dict(sd)
-    assert opt2.step_count == 10
-    assert opt2.param_groups[0]["lr"] == RICH[cls]["lr"]
-    for g in grads[10:]:
-        opt2.step(g)
-    assert opt2.step_count == opt.step_count == 20
-    for p, q in zip(values_of(params), values_of(params2)):
-        assert np.array_equal(p, q)
-    assert_state_dicts_equal(opt.state_dict(), opt2.state_dict())
 
 
 # ------------------------------------------------------------------------------ step() input
@@ -481,7 +430,7 @@ def test_packed_adam_equals_per_array_adam(kind, dtype):
         assert np.array_equal(joined, opt_flat.state[0][name])
 
 
-# ------------------------------------------------------------------------------ scale, threads
+# ------------------------------------------------------------------------------ scale
 
 def test_many_small_tensors():
     rng = np.random.default_rng(13)
@@ -494,56 +443,6 @@ def test_many_small_tensors():
         opt.step(grads)
         ref.step(grads)
     compare_with_ref(opt, arrays, ref, "1000 tensors")
-
-
-PLAN_THREAD_CHILD = """
-import sys
-import numpy as np
-import fastadam
-
-# float32 and float64 tensors, each group > 2 * (1 << 17) elements, so a step splits each
-# group over threads, with part boundaries falling inside and between tensors.
-SPECS = [(300_007, np.float32), (1, np.float64), (5, np.float32), (262_147, np.float64),
-         (450_001, np.float32), (400_003, np.float64), (3, np.float32)]
-CONFIGS = [(fastadam.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
-           (fastadam.RMSprop, dict(momentum=0.5, centered=True, weight_decay=0.01)),
-           (fastadam.Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.01)),
-           (fastadam.AdamW, dict(lr=0.01, amsgrad=True))]
-
-def run(cls, hyper, threads):
-    fastadam.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    params = [rng.standard_normal(n).astype(dt) for n, dt in SPECS]
-    opt = cls(params, **hyper)
-    for _ in range(3):
-        opt.step([rng.standard_normal(n).astype(dt) for n, dt in SPECS])
-    return params, opt.state_dict()
-
-old = fastadam.get_num_threads()
-bad = 0
-for cls, hyper in CONFIGS:
-    base_p, base_sd = run(cls, hyper, 1)
-    for threads in (2, 3):
-        print(f"{cls.__name__} threads={threads} ...", flush=True)
-        p, sd = run(cls, hyper, threads)
-        for i in range(len(SPECS)):
-            same = np.array_equal(p[i], base_p[i]) and all(
-                np.array_equal(sd["state"][i][k], base_sd["state"][i][k])
-                for k in base_sd["state"][i] if k != "step")
-            if not same:
-                bad += 1
-                print(f"MISMATCH {cls.__name__} threads={threads} tensor {i}", flush=True)
-fastadam.set_num_threads(old)
-print("done", flush=True)
-sys.exit(1 if bad else 0)
-"""
-
-
-def test_optimizer_thread_counts_bit_identical():
-    """A multi-tensor step split over 1, 2 and 3 threads gives the same bits (in a child
-    process, so that a hang in the thread pool fails the test instead of the session)."""
-    r = run_python(PLAN_THREAD_CHILD, timeout=WATCHDOG_S)
-    assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr
 
 
 # ------------------------------------------------------------------------------ memory

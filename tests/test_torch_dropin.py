@@ -639,7 +639,9 @@ def test_bench_transformer_section(capsys, monkeypatch):
 
 
 # ------------------------------------------------------------ parity over the registry
-# Every optimizer of tests/optimizers.py, every option set torch.optim has, several seeds:
+# Every optimizer of tests/optimizers.py that torch.optim has (registry.TORCH_OPTIMIZERS;
+# Lion's torch for-loop is tests/test_lion.py's), every option set torch.optim has, several
+# seeds:
 # fastadam.torch.X and fastadam.X (the NumPy class) against torch.optim.X(foreach=False),
 # stepping the same fixed gradients (no model: nothing feeds a difference back), on
 # tensors of sizes 0, 1, the SIMD tails and 2-d, float32 and float64 mixed in one group.
@@ -767,7 +769,7 @@ def _group_sets(info):
 
 
 @pytest.mark.parametrize("seed", PARITY_SEEDS)
-@pytest.mark.parametrize("info", registry.OPTIMIZERS, ids=lambda i: i.name)
+@pytest.mark.parametrize("info", registry.TORCH_OPTIMIZERS, ids=lambda i: i.name)
 def test_registry_torch_parity_param_groups(info, seed):
     """Three param groups with their own options (float32 and float64 in each), one of
     them changed between steps."""
@@ -785,7 +787,7 @@ def test_registry_torch_parity_param_groups(info, seed):
     assert [g["lr"] for g in opt_b.param_groups] == [g["lr"] for g in opt_a.param_groups]
 
 
-@pytest.mark.parametrize("info", registry.OPTIMIZERS, ids=lambda i: i.name)
+@pytest.mark.parametrize("info", registry.TORCH_OPTIMIZERS, ids=lambda i: i.name)
 def test_registry_torch_parity_many_steps(info):
     """The option set with every state, 200 steps: the differences stay at rounding level
     (the gradients do not depend on the params, so nothing amplifies them)."""
