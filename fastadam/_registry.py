@@ -222,6 +222,32 @@ OPTIMIZERS = (
     ``exp_avg = b2*exp_avg + (1-b2)*g``.
     """),
     Optimizer(
+        "adagrad", "adagrad",
+        hyper=(
+            Hyper("lr", 1e-2, "nonneg"),
+            Hyper("lr_decay", 0.0, "nonneg"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("eps", 1e-10, "positive"),
+            Hyper("maximize", False, "flag"),
+        ),
+        # torch.optim.Adagrad's name; the classes fill it with initial_accumulator_value
+        states=(State("sum", init="initial_accumulator_value"),),
+        step=REQUIRED,
+        order=("step", "lr", "lr_decay", "weight_decay", "eps", "maximize"),
+        classes="Adagrad",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               fused=None),
+        bench=dict(step=10),
+        doc="""One Adagrad step, in place.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``clr = lr / (1 + (step-1)*lr_decay)``; ``sum = sum + g*g``;
+    ``param = param - clr*g / (sqrt(sum) + eps)``.
+
+    ``step`` is the 1-based number of this step. A new ``sum`` starts at
+    ``initial_accumulator_value`` (the classes' option, 0 by default).
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",

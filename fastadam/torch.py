@@ -50,8 +50,9 @@ import numpy as np
 from torch.optim import Optimizer as _TorchOptimizer
 
 from . import _core, _registry
+from .optim import _initial_value
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion"]
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -620,3 +621,42 @@ class Lion(_Optimizer):
             betas = tuple(betas)
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize))
+
+
+class Adagrad(_Optimizer):
+    r"""Adagrad (torch.optim.Adagrad's signature, defaults, state and rule) on fastadam's
+    kernel.
+
+    Per param, with ``t`` the 1-based step: ``g = -grad if maximize else grad``;
+    ``g = g + weight_decay*p``; ``clr = lr / (1 + (t-1)*lr_decay)``; ``sum = sum + g*g``;
+    ``p = p - clr*g / (sqrt(sum) + eps)``.
+
+    State per param, made when the optimizer is built (as torch.optim.Adagrad does):
+    ``step`` (a 0-d tensor of torch's scalar dtype, float32 with ``fused=True``) and ``sum``
+    filled with ``initial_accumulator_value``. ``eps`` must be > 0 (torch also accepts 0).
+    ``foreach``/``fused`` are accepted and kept; ``differentiable`` must be False.
+    """
+
+    _name = "adagrad"
+
+    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0,
+                 weight_decay: float = 0, initial_accumulator_value: float = 0,
+                 eps: float = 1e-10, foreach: Optional[bool] = None, *,
+                 maximize: bool = False, differentiable: bool = False,
+                 fused: Optional[bool] = None):
+        _initial_value("initial_accumulator_value", initial_accumulator_value)
+        super().__init__(params, dict(
+            lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+            maximize=maximize, differentiable=differentiable, fused=fused))
+        for group in self.param_groups:
+            self._init_state(group)
+
+    def _init_state(self, group: Dict[str, Any]) -> None:
+        value = _initial_value("initial_accumulator_value",
+                               group["initial_accumulator_value"])
+        for p in group["params"]:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=_scalar_dtype(group))
+                state["sum"] = torch.full_like(p, value, memory_format=torch.preserve_format)

@@ -62,6 +62,9 @@ class Bad:
     arg: str
     torch: Any = "n/a"
     where: Tuple[str, ...] = ("functional", "class", "torch")
+    # True for an option only a constructor reads (Adagrad's initial_accumulator_value):
+    # refused there, not by a step or a state_dict load (torch.optim ignores it then too).
+    construction_only: bool = False
 
     @property
     def id(self):
@@ -142,8 +145,11 @@ class OptimizerInfo:
                 return h
         raise AssertionError(f"{self.name}: no option set has every state")
 
-    def bad_for(self, api):
-        return [b for b in self.bad if api in b.where]
+    def bad_for(self, api, construction=False):
+        """The bad values ``api`` refuses at every step (and, with ``construction``, those
+        only a constructor refuses)."""
+        return [b for b in self.bad
+                if api in b.where and (construction or not b.construction_only)]
 
 
 # ---------------------------------------------------------------------------- bad values
@@ -349,7 +355,32 @@ ADAMW = OptimizerInfo(
     kernel_step="required",
 )
 
-OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW]
+_STEP_BAD = BAD_STEPS + [Bad({"step": None}, TypeError, "step", where=("functional",))]
+
+# initial_accumulator_value only sets the classes' initial ``sum`` (not a kernel argument):
+# tests/test_adagrad.py covers it.
+ADAGRAD = OptimizerInfo(
+    name="Adagrad", cls=fastadam.Adagrad, kernel=fastadam.adagrad_,
+    reference=reference.adagrad_,
+    arrays=("param", "grad", "sum"),
+    states=(State("sum", lambda h: True),),
+    defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                  eps=1e-10, maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                         maximize=False),
+    flags=dict(lr_decay=(0.0, 0.05), weight_decay=(0.0, 1e-2), maximize=(False, True)),
+    scalars=(dict(lr=3e-2), dict(lr=1e-1, eps=1e-6), dict(lr=1e-2, eps=1e-3)),
+    extra_sets=(dict(lr=0.5, lr_decay=1.0, weight_decay=0.5, eps=1e-8),),
+    bad=tuple(
+        # torch.optim.Adagrad checks ``not 0.0 <= x``: NaN fails it, inf passes
+        _nonneg("lr") + _nonneg("lr_decay") + _nonneg("weight_decay")
+        + [Bad(b.over, b.exc, b.arg, b.torch, ("class", "torch"), construction_only=True)
+           for b in _nonneg("initial_accumulator_value")]
+        + _eps() + _flag("maximize") + _STEP_BAD + _policy()),
+    kernel_step="required",
+)
+
+OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, ADAGRAD]
 BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
 
 
@@ -368,16 +399,17 @@ def option_cases(torch_only=False):
     return cases, ids
 
 
-def bad_cases(api):
-    """(info, Bad) for every bad value ``api`` takes, for parametrize, with ids."""
+def bad_cases(api, construction=False):
+    """(info, Bad) for every bad value ``api`` takes, for parametrize, with ids
+    (``construction``: with those only a constructor refuses)."""
     cases, ids = [], []
     for info in OPTIMIZERS:
-        for b in info.bad_for(api):
+        for b in info.bad_for(api, construction):
             cases.append((info, b))
             ids.append(f"{info.name}-{b.id}")
     return cases, ids
 
 
 __all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "BY_NAME", "SGD", "RMSPROP", "ADAM",
-           "ADAMW", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
+           "ADAMW", "ADAGRAD", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]
