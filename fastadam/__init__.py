@@ -1,8 +1,8 @@
 """fastadam: fused, in-place optimizer steps on NumPy arrays.
 
 Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``,
-``adagrad_``), torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``,
-``Lion``, ``Adagrad``), and
+``adagrad_``, ``adamax_``), torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``,
+``AdamW``, ``Lion``, ``Adagrad``, ``Adamax``), and
 ``fastadam.reference``, the same rules in plain NumPy.
 """
 
@@ -19,6 +19,7 @@ except ImportError as e:  # pragma: no cover - only in an unbuilt source tree
 from ._core import (  # noqa: E402
     adagrad_,
     adam_,
+    adamax_,
     adamw_,
     available_simd_paths,
     get_num_threads,
@@ -31,11 +32,11 @@ from ._core import (  # noqa: E402
 )
 from .config import show_config  # noqa: E402
 from .flat import pack  # noqa: E402
-from .optim import SGD, Adagrad, Adam, AdamW, Lion, Optimizer, RMSprop  # noqa: E402
+from .optim import SGD, Adagrad, Adam, Adamax, AdamW, Lion, Optimizer, RMSprop  # noqa: E402
 
 __all__ = [
-    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "adagrad_",
-    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Optimizer",
+    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "adagrad_", "adamax_",
+    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax", "Optimizer",
     "pack", "show_config",
     "set_num_threads", "get_num_threads",
     "available_simd_paths", "get_simd_path", "set_simd_path",

@@ -248,6 +248,31 @@ OPTIMIZERS = (
     ``initial_accumulator_value`` (the classes' option, 0 by default).
     """),
     Optimizer(
+        "adamax", "adamax",
+        hyper=(
+            Hyper("lr", 2e-3, "nonneg"),
+            Hyper("betas", (0.9, 0.999), "unit_pair"),
+            Hyper("eps", 1e-8, "positive"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("exp_avg"), State("exp_inf")),
+        step=REQUIRED,
+        order=("step", "lr", "betas", "eps", "weight_decay", "maximize"),
+        classes="Adamax",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               capturable=False),
+        bench=dict(step=10),
+        doc="""One Adamax step, in place.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``exp_avg = lerp(exp_avg, g, 1-b1)`` (torch's lerp: from the nearer end);
+    ``exp_inf = maximum(b2*exp_inf, |g| + eps)`` (a NaN propagates);
+    ``param = param - (lr / (1 - b1**step)) * exp_avg / exp_inf``.
+
+    ``step`` is the 1-based number of this step.
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",

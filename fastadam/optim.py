@@ -33,7 +33,7 @@ from . import _core, _registry
 
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax"]
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -331,5 +331,22 @@ class Adagrad(Optimizer):
     def __init__(self, params: Params, lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, maximize: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class Adamax(Optimizer):
+    """Adamax (Kingma & Ba's infinity-norm Adam, torch.optim.Adamax's rule).
+
+    Per param at step ``t``, with ``g`` the grad (times the gradient policy's factor,
+    negated when ``maximize``) plus ``weight_decay * p``: ``m = lerp(m, g, 1-b1)``;
+    ``u = maximum(b2*u, |g| + eps)``; ``p = p - (lr / (1 - b1**t)) * m / u``.
+    State: ``exp_avg`` (m), ``exp_inf`` (u)."""
+
+    _name = "adamax"
+
+    def __init__(self, params: Params, lr: float = 2e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False,
                  nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
         super().__init__(params, _hyper(locals()))

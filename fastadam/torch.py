@@ -52,7 +52,7 @@ from torch.optim import Optimizer as _TorchOptimizer
 from . import _core, _registry
 from .optim import _initial_value
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad"]
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad", "Adamax"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -660,3 +660,29 @@ class Adagrad(_Optimizer):
             if not state:
                 state["step"] = torch.zeros((), dtype=_scalar_dtype(group))
                 state["sum"] = torch.full_like(p, value, memory_format=torch.preserve_format)
+
+
+class Adamax(_Optimizer):
+    r"""Adamax (torch.optim.Adamax's signature, defaults, state and rule) on fastadam's
+    kernel.
+
+    Per param, with ``t`` the 1-based step: ``g = -grad if maximize else grad``;
+    ``g = g + weight_decay*p``; ``m = lerp(m, g, 1-b1)``; ``u = maximum(b2*u, |g| + eps)``;
+    ``p = p - (lr / (1 - b1**t)) * m / u``.
+
+    State per param: ``step`` (a 0-d tensor of torch's scalar dtype), ``exp_avg`` (m) and
+    ``exp_inf`` (u). ``eps`` must be > 0 (torch also accepts 0). ``foreach`` is accepted
+    and kept; ``capturable``/``differentiable`` must be False.
+    """
+
+    _name = "adamax"
+
+    def __init__(self, params, lr: float = 2e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0,
+                 foreach: Optional[bool] = None, *, maximize: bool = False,
+                 differentiable: bool = False, capturable: bool = False):
+        if isinstance(betas, list):
+            betas = tuple(betas)
+        super().__init__(params, dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
+            maximize=maximize, differentiable=differentiable, capturable=capturable))

@@ -380,7 +380,26 @@ ADAGRAD = OptimizerInfo(
     kernel_step="required",
 )
 
-OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, ADAGRAD]
+ADAMAX = OptimizerInfo(
+    name="Adamax", cls=fastadam.Adamax, kernel=fastadam.adamax_, reference=reference.adamax_,
+    arrays=("param", "grad", "exp_avg", "exp_inf"),
+    states=(State("exp_avg", lambda h: True), State("exp_inf", lambda h: True)),
+    defaults=dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
+                  **_POLICY),
+    kernel_defaults=dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                         maximize=False),
+    flags=dict(weight_decay=(0.0, 1e-2), maximize=(False, True)),
+    # beta1 = 0.2 and 0.0 take torch's lerp from the far end (weight 1 - beta1 >= 0.5)
+    scalars=(dict(lr=1e-2), dict(lr=1e-2, betas=(0.2, 0.95), eps=1e-6),
+             dict(lr=3e-3, betas=(0.5, 0.9), eps=1e-3)),
+    extra_sets=(dict(lr=1e-2, betas=(0.0, 0.0), eps=1e-4, weight_decay=0.1),
+                dict(lr=1e-2, betas=[0.95, 0.99], maximize=True)),
+    bad=tuple(_nonneg("lr") + _betas() + _eps() + _nonneg("weight_decay")
+              + _flag("maximize") + _STEP_BAD + _policy()),
+    kernel_step="required",
+)
+
+OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, ADAGRAD, ADAMAX]
 BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
 
 
@@ -411,5 +430,5 @@ def bad_cases(api, construction=False):
 
 
 __all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "BY_NAME", "SGD", "RMSPROP", "ADAM",
-           "ADAMW", "ADAGRAD", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
+           "ADAMW", "ADAGRAD", "ADAMAX", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]
