@@ -273,6 +273,28 @@ OPTIMIZERS = (
     ``step`` is the 1-based number of this step.
     """),
     Optimizer(
+        "adadelta", "adadelta",
+        hyper=(
+            Hyper("lr", 1.0, "nonneg"),
+            Hyper("rho", 0.9, "nonneg"),        # and <= 1: kernels/adadelta.pxi's check
+            Hyper("eps", 1e-6, "positive"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("square_avg"), State("acc_delta")),
+        classes="Adadelta",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               capturable=False),
+        doc="""One Adadelta step, in place.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``square_avg = rho*square_avg + (1-rho)*g*g``;
+    ``delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g``;
+    ``acc_delta = rho*acc_delta + (1-rho)*delta*delta``; ``param = param - lr*delta``.
+
+    ``rho`` is in [0, 1].
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",

@@ -33,7 +33,8 @@ from . import _core, _registry
 
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax",
+           "Adadelta"]
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -347,6 +348,22 @@ class Adamax(Optimizer):
 
     def __init__(self, params: Params, lr: float = 2e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler 2012, torch.optim.Adadelta's rule).
+
+    Per param, with ``g`` the grad (times the gradient policy's factor, negated when
+    ``maximize``) plus ``weight_decay * p``: ``sq = rho*sq + (1-rho)*g*g``;
+    ``delta = sqrt(acc + eps) / sqrt(sq + eps) * g``; ``acc = rho*acc + (1-rho)*delta**2``;
+    ``p = p - lr*delta``. State: ``square_avg`` (sq), ``acc_delta`` (acc)."""
+
+    _name = "adadelta"
+
+    def __init__(self, params: Params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False,
                  nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
         super().__init__(params, _hyper(locals()))

@@ -52,7 +52,8 @@ from torch.optim import Optimizer as _TorchOptimizer
 from . import _core, _registry
 from .optim import _initial_value
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad", "Adamax"]
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad", "Adamax",
+           "Adadelta"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -686,3 +687,28 @@ class Adamax(_Optimizer):
         super().__init__(params, dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
             maximize=maximize, differentiable=differentiable, capturable=capturable))
+
+
+class Adadelta(_Optimizer):
+    r"""Adadelta (torch.optim.Adadelta's signature, defaults, state and rule) on fastadam's
+    kernel.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*p``;
+    ``sq = rho*sq + (1-rho)*g*g``; ``delta = sqrt(acc + eps) / sqrt(sq + eps) * g``;
+    ``acc = rho*acc + (1-rho)*delta*delta``; ``p = p - lr*delta``.
+
+    State per param: ``step`` (a 0-d tensor of torch's scalar dtype; the rule does not use
+    it), ``square_avg`` (sq) and ``acc_delta`` (acc). ``eps`` must be > 0 (torch also
+    accepts 0). ``foreach`` is accepted and kept; ``capturable``/``differentiable`` must be
+    False.
+    """
+
+    _name = "adadelta"
+
+    def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0, foreach: Optional[bool] = None, *,
+                 capturable: bool = False, maximize: bool = False,
+                 differentiable: bool = False):
+        super().__init__(params, dict(
+            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            capturable=capturable, foreach=foreach, differentiable=differentiable))

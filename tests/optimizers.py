@@ -399,7 +399,27 @@ ADAMAX = OptimizerInfo(
     kernel_step="required",
 )
 
-OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, ADAGRAD, ADAMAX]
+ADADELTA = OptimizerInfo(
+    name="Adadelta", cls=fastadam.Adadelta, kernel=fastadam.adadelta_,
+    reference=reference.adadelta_,
+    arrays=("param", "grad", "square_avg", "acc_delta"),
+    states=(State("square_avg", lambda h: True), State("acc_delta", lambda h: True)),
+    defaults=dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
+    flags=dict(weight_decay=(0.0, 1e-2), maximize=(False, True)),
+    scalars=(dict(lr=0.5), dict(lr=1.0, rho=0.5, eps=1e-4), dict(lr=2.0, rho=0.99, eps=1e-8)),
+    # rho's ends: 0 (no memory) and 1 (torch.optim allows it: the averages stay put)
+    extra_sets=(dict(lr=1.0, rho=0.0, weight_decay=0.1), dict(lr=0.1, rho=1.0, eps=1e-3)),
+    bad=tuple(
+        # torch.optim.Adadelta checks ``not 0.0 <= rho <= 1.0``: NaN and inf fail it
+        _nonneg("lr") + _nonneg("rho", torch_inf=ValueError)
+        + [Bad({"rho": 1.5}, ValueError, "rho", ValueError),
+           Bad({"rho": 1.0 + 2.0**-52}, ValueError, "rho", ValueError)]
+        + _eps() + _nonneg("weight_decay") + _flag("maximize") + _policy()),
+    kernel_step="none",
+)
+
+OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, ADAGRAD, ADAMAX, ADADELTA]
 BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
 
 
@@ -430,5 +450,6 @@ def bad_cases(api, construction=False):
 
 
 __all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "BY_NAME", "SGD", "RMSPROP", "ADAM",
-           "ADAMW", "ADAGRAD", "ADAMAX", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
+           "ADAMW", "ADAGRAD", "ADAMAX",
+           "ADADELTA", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]
