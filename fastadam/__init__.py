@@ -1,7 +1,8 @@
 """fastadam: fused, in-place optimizer steps on NumPy arrays.
 
-Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``),
-torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``), and
+Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``,
+``adagrad_``, ``adamax_``, ``adadelta_``), torch.optim-style classes (``SGD``, ``RMSprop``,
+``Adam``, ``AdamW``, ``Lion``, ``Adagrad``, ``Adamax``, ``Adadelta``), and
 ``fastadam.reference``, the same rules in plain NumPy.
 """
 
@@ -16,7 +17,10 @@ except ImportError as e:  # pragma: no cover - only in an unbuilt source tree
         "directory, or build in place: python setup.py build_ext --inplace") from e
 
 from ._core import (  # noqa: E402
+    adadelta_,
+    adagrad_,
     adam_,
+    adamax_,
     adamw_,
     available_simd_paths,
     get_num_threads,
@@ -29,11 +33,12 @@ from ._core import (  # noqa: E402
 )
 from .config import show_config  # noqa: E402
 from .flat import pack  # noqa: E402
-from .optim import SGD, Adam, AdamW, Lion, Optimizer, RMSprop  # noqa: E402
+from .optim import (  # noqa: E402
+    SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Optimizer, RMSprop)
 
 __all__ = [
-    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_",
-    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Optimizer",
+    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "adagrad_", "adamax_", "adadelta_",
+    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax", "Adadelta", "Optimizer",
     "pack", "show_config",
     "set_num_threads", "get_num_threads",
     "available_simd_paths", "get_simd_path", "set_simd_path",

@@ -222,6 +222,79 @@ OPTIMIZERS = (
     ``exp_avg = b2*exp_avg + (1-b2)*g``.
     """),
     Optimizer(
+        "adagrad", "adagrad",
+        hyper=(
+            Hyper("lr", 1e-2, "nonneg"),
+            Hyper("lr_decay", 0.0, "nonneg"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("eps", 1e-10, "positive"),
+            Hyper("maximize", False, "flag"),
+        ),
+        # torch.optim.Adagrad's name; the classes fill it with initial_accumulator_value
+        states=(State("sum", init="initial_accumulator_value"),),
+        step=REQUIRED,
+        order=("step", "lr", "lr_decay", "weight_decay", "eps", "maximize"),
+        classes="Adagrad",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               fused=None),
+        bench=dict(step=10),
+        doc="""One Adagrad step, in place.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``clr = lr / (1 + (step-1)*lr_decay)``; ``sum = sum + g*g``;
+    ``param = param - clr*g / (sqrt(sum) + eps)``.
+
+    ``step`` is the 1-based number of this step. A new ``sum`` starts at
+    ``initial_accumulator_value`` (the classes' option, 0 by default).
+    """),
+    Optimizer(
+        "adamax", "adamax",
+        hyper=(
+            Hyper("lr", 2e-3, "nonneg"),
+            Hyper("betas", (0.9, 0.999), "unit_pair"),
+            Hyper("eps", 1e-8, "positive"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("exp_avg"), State("exp_inf")),
+        step=REQUIRED,
+        order=("step", "lr", "betas", "eps", "weight_decay", "maximize"),
+        classes="Adamax",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               capturable=False),
+        bench=dict(step=10),
+        doc="""One Adamax step, in place.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``exp_avg = lerp(exp_avg, g, 1-b1)`` (torch's lerp: from the nearer end);
+    ``exp_inf = maximum(b2*exp_inf, |g| + eps)`` (a NaN propagates);
+    ``param = param - (lr / (1 - b1**step)) * exp_avg / exp_inf``.
+
+    ``step`` is the 1-based number of this step.
+    """),
+    Optimizer(
+        "adadelta", "adadelta",
+        hyper=(
+            Hyper("lr", 1.0, "nonneg"),
+            Hyper("rho", 0.9, "nonneg"),        # and <= 1: kernels/adadelta.pxi's check
+            Hyper("eps", 1e-6, "positive"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("square_avg"), State("acc_delta")),
+        classes="Adadelta",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               capturable=False),
+        doc="""One Adadelta step, in place.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
+    ``square_avg = rho*square_avg + (1-rho)*g*g``;
+    ``delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g``;
+    ``acc_delta = rho*acc_delta + (1-rho)*delta*delta``; ``param = param - lr*delta``.
+
+    ``rho`` is in [0, 1].
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",

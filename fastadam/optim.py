@@ -33,7 +33,8 @@ from . import _core, _registry
 
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax",
+           "Adadelta"]
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -208,8 +209,25 @@ class Optimizer:
 
 
 def _initial(state: _registry.State, group: Mapping[str, Any]) -> float:
-    """A state array's initial value: a number, or the (validated) hyperparameter named."""
-    return float(group[state.init]) if isinstance(state.init, str) else state.init
+    """A state array's initial value: a number, or the hyperparameter named (checked by
+    :func:`_initial_value` when only the classes have it, as Adagrad's
+    initial_accumulator_value)."""
+    if not isinstance(state.init, str):
+        return state.init
+    return _initial_value(state.init, group[state.init])
+
+
+def _initial_value(name: str, x: Any) -> float:
+    """A state's initial value given as the option ``name``: a finite real number >= 0."""
+    if isinstance(x, (bool, np.bool_, complex, np.complexfloating, str, bytes)) or x is None:
+        raise TypeError(f"Invalid {name}: expected a real number, got {type(x).__name__}")
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"Invalid {name}: expected a real number, got {x!r}") from None
+    if not (np.isfinite(v) and v >= 0.0):
+        raise ValueError(f"Invalid {name}: {x!r} (must be a finite number >= 0)")
+    return v
 
 
 class SGD(Optimizer):
@@ -297,4 +315,55 @@ class Lion(Optimizer):
                  betas: Tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, nonfinite: str = "propagate",
                  max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al. 2011, torch.optim.Adagrad's rule).
+
+    Per param at step ``t``, with ``g`` the grad (times the gradient policy's factor,
+    negated when ``maximize``) plus ``weight_decay * p``:
+    ``clr = lr / (1 + (t-1)*lr_decay)``; ``sum = sum + g*g``;
+    ``p = p - clr*g / (sqrt(sum) + eps)``. State: ``sum``, which starts at
+    ``initial_accumulator_value``."""
+
+    _name = "adagrad"
+
+    def __init__(self, params: Params, lr: float = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10, *, maximize: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class Adamax(Optimizer):
+    """Adamax (Kingma & Ba's infinity-norm Adam, torch.optim.Adamax's rule).
+
+    Per param at step ``t``, with ``g`` the grad (times the gradient policy's factor,
+    negated when ``maximize``) plus ``weight_decay * p``: ``m = lerp(m, g, 1-b1)``;
+    ``u = maximum(b2*u, |g| + eps)``; ``p = p - (lr / (1 - b1**t)) * m / u``.
+    State: ``exp_avg`` (m), ``exp_inf`` (u)."""
+
+    _name = "adamax"
+
+    def __init__(self, params: Params, lr: float = 2e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler 2012, torch.optim.Adadelta's rule).
+
+    Per param, with ``g`` the grad (times the gradient policy's factor, negated when
+    ``maximize``) plus ``weight_decay * p``: ``sq = rho*sq + (1-rho)*g*g``;
+    ``delta = sqrt(acc + eps) / sqrt(sq + eps) * g``; ``acc = rho*acc + (1-rho)*delta**2``;
+    ``p = p - lr*delta``. State: ``square_avg`` (sq), ``acc_delta`` (acc)."""
+
+    _name = "adadelta"
+
+    def __init__(self, params: Params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
         super().__init__(params, _hyper(locals()))

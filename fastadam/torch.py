@@ -50,8 +50,10 @@ import numpy as np
 from torch.optim import Optimizer as _TorchOptimizer
 
 from . import _core, _registry
+from .optim import _initial_value
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion"]
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad", "Adamax",
+           "Adadelta"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -620,3 +622,93 @@ class Lion(_Optimizer):
             betas = tuple(betas)
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize))
+
+
+class Adagrad(_Optimizer):
+    r"""Adagrad (torch.optim.Adagrad's signature, defaults, state and rule) on fastadam's
+    kernel.
+
+    Per param, with ``t`` the 1-based step: ``g = -grad if maximize else grad``;
+    ``g = g + weight_decay*p``; ``clr = lr / (1 + (t-1)*lr_decay)``; ``sum = sum + g*g``;
+    ``p = p - clr*g / (sqrt(sum) + eps)``.
+
+    State per param, made when the optimizer is built (as torch.optim.Adagrad does):
+    ``step`` (a 0-d tensor of torch's scalar dtype, float32 with ``fused=True``) and ``sum``
+    filled with ``initial_accumulator_value``. ``eps`` must be > 0 (torch also accepts 0).
+    ``foreach``/``fused`` are accepted and kept; ``differentiable`` must be False.
+    """
+
+    _name = "adagrad"
+
+    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0,
+                 weight_decay: float = 0, initial_accumulator_value: float = 0,
+                 eps: float = 1e-10, foreach: Optional[bool] = None, *,
+                 maximize: bool = False, differentiable: bool = False,
+                 fused: Optional[bool] = None):
+        _initial_value("initial_accumulator_value", initial_accumulator_value)
+        super().__init__(params, dict(
+            lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, foreach=foreach,
+            maximize=maximize, differentiable=differentiable, fused=fused))
+        for group in self.param_groups:
+            self._init_state(group)
+
+    def _init_state(self, group: Dict[str, Any]) -> None:
+        value = _initial_value("initial_accumulator_value",
+                               group["initial_accumulator_value"])
+        for p in group["params"]:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=_scalar_dtype(group))
+                state["sum"] = torch.full_like(p, value, memory_format=torch.preserve_format)
+
+
+class Adamax(_Optimizer):
+    r"""Adamax (torch.optim.Adamax's signature, defaults, state and rule) on fastadam's
+    kernel.
+
+    Per param, with ``t`` the 1-based step: ``g = -grad if maximize else grad``;
+    ``g = g + weight_decay*p``; ``m = lerp(m, g, 1-b1)``; ``u = maximum(b2*u, |g| + eps)``;
+    ``p = p - (lr / (1 - b1**t)) * m / u``.
+
+    State per param: ``step`` (a 0-d tensor of torch's scalar dtype), ``exp_avg`` (m) and
+    ``exp_inf`` (u). ``eps`` must be > 0 (torch also accepts 0). ``foreach`` is accepted
+    and kept; ``capturable``/``differentiable`` must be False.
+    """
+
+    _name = "adamax"
+
+    def __init__(self, params, lr: float = 2e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0,
+                 foreach: Optional[bool] = None, *, maximize: bool = False,
+                 differentiable: bool = False, capturable: bool = False):
+        if isinstance(betas, list):
+            betas = tuple(betas)
+        super().__init__(params, dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
+            maximize=maximize, differentiable=differentiable, capturable=capturable))
+
+
+class Adadelta(_Optimizer):
+    r"""Adadelta (torch.optim.Adadelta's signature, defaults, state and rule) on fastadam's
+    kernel.
+
+    ``g = -grad if maximize else grad``; ``g = g + weight_decay*p``;
+    ``sq = rho*sq + (1-rho)*g*g``; ``delta = sqrt(acc + eps) / sqrt(sq + eps) * g``;
+    ``acc = rho*acc + (1-rho)*delta*delta``; ``p = p - lr*delta``.
+
+    State per param: ``step`` (a 0-d tensor of torch's scalar dtype; the rule does not use
+    it), ``square_avg`` (sq) and ``acc_delta`` (acc). ``eps`` must be > 0 (torch also
+    accepts 0). ``foreach`` is accepted and kept; ``capturable``/``differentiable`` must be
+    False.
+    """
+
+    _name = "adadelta"
+
+    def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0, foreach: Optional[bool] = None, *,
+                 capturable: bool = False, maximize: bool = False,
+                 differentiable: bool = False):
+        super().__init__(params, dict(
+            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            capturable=capturable, foreach=foreach, differentiable=differentiable))

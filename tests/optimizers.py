@@ -100,6 +100,9 @@ class Bad:
     arg: str
     torch: Any = "n/a"
     where: Tuple[str, ...] = ("functional", "class", "torch")
+    # True for an option only a constructor reads (Adagrad's initial_accumulator_value):
+    # refused there, not by a step or a state_dict load (torch.optim ignores it then too).
+    construction_only: bool = False
 
     @property
     def id(self):
@@ -185,8 +188,11 @@ class OptimizerInfo:
                 return h
         raise AssertionError(f"{self.name}: no option set has every state")
 
-    def bad_for(self, api):
-        return [b for b in self.bad if api in b.where]
+    def bad_for(self, api, construction=False):
+        """The bad values ``api`` refuses at every step (and, with ``construction``, those
+        only a constructor refuses)."""
+        return [b for b in self.bad
+                if api in b.where and (construction or not b.construction_only)]
 
     def kernel_hyper(self, hyper):
         """The functional kernel's hyperparameters for option set ``hyper`` (the class
@@ -466,7 +472,75 @@ LION = OptimizerInfo(
     bitwise=lambda h: True,     # the kernel does the reference's operations in its order
 )
 
-OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, LION]
+_STEP_BAD = BAD_STEPS + [Bad({"step": None}, TypeError, "step", where=("functional",))]
+
+# initial_accumulator_value only sets the classes' initial ``sum`` (not a kernel argument):
+# tests/test_adagrad.py covers it.
+ADAGRAD = OptimizerInfo(
+    name="Adagrad", cls=fastadam.Adagrad, kernel=fastadam.adagrad_,
+    reference=reference.adagrad_,
+    arrays=("param", "grad", "sum"),
+    states=(State("sum", lambda h: True, sample="pos"),),
+    defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                  eps=1e-10, maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                         maximize=False),
+    flags=dict(lr_decay=(0.0, 0.05), weight_decay=(0.0, 1e-2), maximize=(False, True)),
+    scalars=(dict(lr=3e-2), dict(lr=1e-1, eps=1e-6), dict(lr=1e-2, eps=1e-3)),
+    extra_sets=(dict(lr=0.5, lr_decay=1.0, weight_decay=0.5, eps=1e-8),),
+    bad=tuple(
+        # torch.optim.Adagrad checks ``not 0.0 <= x``: NaN fails it, inf passes
+        _nonneg("lr") + _nonneg("lr_decay") + _nonneg("weight_decay")
+        + [Bad(b.over, b.exc, b.arg, b.torch, ("class", "torch"), construction_only=True)
+           for b in _nonneg("initial_accumulator_value")]
+        + _eps() + _flag("maximize") + _STEP_BAD + _policy()),
+    kernel_step="required",
+    bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+)
+
+ADAMAX = OptimizerInfo(
+    name="Adamax", cls=fastadam.Adamax, kernel=fastadam.adamax_, reference=reference.adamax_,
+    arrays=("param", "grad", "exp_avg", "exp_inf"),
+    states=(State("exp_avg", lambda h: True), State("exp_inf", lambda h: True, sample="pos")),
+    defaults=dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
+                  **_POLICY),
+    kernel_defaults=dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                         maximize=False),
+    flags=dict(weight_decay=(0.0, 1e-2), maximize=(False, True)),
+    # beta1 = 0.2 and 0.0 take torch's lerp from the far end (weight 1 - beta1 >= 0.5)
+    scalars=(dict(lr=1e-2), dict(lr=1e-2, betas=(0.2, 0.95), eps=1e-6),
+             dict(lr=3e-3, betas=(0.5, 0.9), eps=1e-3)),
+    extra_sets=(dict(lr=1e-2, betas=(0.0, 0.0), eps=1e-4, weight_decay=0.1),
+                dict(lr=1e-2, betas=[0.95, 0.99], maximize=True)),
+    bad=tuple(_nonneg("lr") + _betas() + _eps() + _nonneg("weight_decay")
+              + _flag("maximize") + _STEP_BAD + _policy()),
+    kernel_step="required",
+    bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+)
+
+ADADELTA = OptimizerInfo(
+    name="Adadelta", cls=fastadam.Adadelta, kernel=fastadam.adadelta_,
+    reference=reference.adadelta_,
+    arrays=("param", "grad", "square_avg", "acc_delta"),
+    states=(State("square_avg", lambda h: True, sample="pos"),
+            State("acc_delta", lambda h: True, sample="pos")),
+    defaults=dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
+    flags=dict(weight_decay=(0.0, 1e-2), maximize=(False, True)),
+    scalars=(dict(lr=0.5), dict(lr=1.0, rho=0.5, eps=1e-4), dict(lr=2.0, rho=0.99, eps=1e-8)),
+    # rho's ends: 0 (no memory) and 1 (torch.optim allows it: the averages stay put)
+    extra_sets=(dict(lr=1.0, rho=0.0, weight_decay=0.1), dict(lr=0.1, rho=1.0, eps=1e-3)),
+    bad=tuple(
+        # torch.optim.Adadelta checks ``not 0.0 <= rho <= 1.0``: NaN and inf fail it
+        _nonneg("lr") + _nonneg("rho", torch_inf=ValueError)
+        + [Bad({"rho": 1.5}, ValueError, "rho", ValueError),
+           Bad({"rho": 1.0 + 2.0**-52}, ValueError, "rho", ValueError)]
+        + _eps() + _nonneg("weight_decay") + _flag("maximize") + _policy()),
+    kernel_step="none",
+    bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+)
+
+OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, LION, ADAGRAD, ADAMAX, ADADELTA]
 BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
 #: The rows torch.optim has a class for: what torch-parity and torch.optim checks run over.
 TORCH_OPTIMIZERS: List[OptimizerInfo] = [o for o in OPTIMIZERS if o.torch_optim]
@@ -488,17 +562,19 @@ def option_cases(torch_only=False):
     return cases, ids
 
 
-def bad_cases(api, torch_optim=False):
+def bad_cases(api, torch_optim=False, construction=False):
     """(info, Bad) for every bad value ``api`` takes, for parametrize, with ids.
-    ``torch_optim``: the rows torch.optim has a class for only."""
+    ``torch_optim``: the rows torch.optim has a class for only; ``construction``: with
+    those only a constructor refuses."""
     cases, ids = [], []
     for info in (TORCH_OPTIMIZERS if torch_optim else OPTIMIZERS):
-        for b in info.bad_for(api):
+        for b in info.bad_for(api, construction):
             cases.append((info, b))
             ids.append(f"{info.name}-{b.id}")
     return cases, ids
 
 
 __all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "TORCH_OPTIMIZERS", "BY_NAME", "SGD",
-           "RMSPROP", "ADAM", "ADAMW", "LION", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
+           "RMSPROP", "ADAM", "ADAMW", "LION", "ADAGRAD", "ADAMAX", "ADADELTA",
+           "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]

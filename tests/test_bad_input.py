@@ -871,6 +871,8 @@ import optimizers as registry  # noqa: E402
 _FUNCTIONAL_BAD, _FUNCTIONAL_BAD_IDS = registry.bad_cases("functional")
 _CLASS_BAD, _CLASS_BAD_IDS = registry.bad_cases("class")
 _TORCH_BAD, _TORCH_BAD_IDS = registry.bad_cases("torch")
+_CLASS_NEW_BAD, _CLASS_NEW_BAD_IDS = registry.bad_cases("class", construction=True)
+_TORCH_NEW_BAD, _TORCH_NEW_BAD_IDS = registry.bad_cases("torch", construction=True)
 
 
 def registry_arrays(info, dtype=np.float32, shape=SHAPE):
@@ -911,7 +913,7 @@ def test_registry_functional_bad_hyperparameter(info, bad, dtype):
     assert_unchanged(snap)
 
 
-@pytest.mark.parametrize("info, bad", _CLASS_BAD, ids=_CLASS_BAD_IDS)
+@pytest.mark.parametrize("info, bad", _CLASS_NEW_BAD, ids=_CLASS_NEW_BAD_IDS)
 def test_registry_construction_bad_hyperparameter(info, bad):
     params = make_params()
     snap = snapshot(*params)
@@ -954,7 +956,7 @@ def _torch_outcome(make):
     return None
 
 
-@pytest.mark.parametrize("info, bad", _TORCH_BAD, ids=_TORCH_BAD_IDS)
+@pytest.mark.parametrize("info, bad", _TORCH_NEW_BAD, ids=_TORCH_NEW_BAD_IDS)
 def test_registry_torch_construction_bad_hyperparameter(info, bad):
     """fastadam.torch refuses every bad value as the NumPy class does, naming the argument."""
     torch = pytest.importorskip("torch")
@@ -967,7 +969,8 @@ def test_registry_torch_construction_bad_hyperparameter(info, bad):
 
 
 # The rows torch.optim has a class for (not Lion): its constructor against the registry.
-_TORCH_OPTIM_BAD, _TORCH_OPTIM_BAD_IDS = registry.bad_cases("torch", torch_optim=True)
+_TORCH_OPTIM_BAD, _TORCH_OPTIM_BAD_IDS = registry.bad_cases("torch", torch_optim=True,
+                                                            construction=True)
 
 
 @pytest.mark.parametrize("info, bad", _TORCH_OPTIM_BAD, ids=_TORCH_OPTIM_BAD_IDS)

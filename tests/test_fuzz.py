@@ -655,8 +655,11 @@ def test_fuzz_optimizer(data):
               f"{'off' if group['max_grad_norm'] is None else 'on'}, grad_scale "
               f"{'off' if kw.get('grad_scale') is None else 'on'}")
         assert opt.step_count == count + 1
-        h = {k: v for k, v in group.items() if k not in POLICY}
-        if BY_KERNEL[kernel].kernel_step != "none":
+        # the kernel's hyperparameters (not the policy's, nor a class-only option such as
+        # Adagrad's initial_accumulator_value), and its step if it takes one
+        info = BY_KERNEL[kernel]
+        h = {k: v for k, v in group.items() if k in info.kernel_defaults}
+        if info.kernel_step != "none":
             h["step"] = count + 1
         for i, (p, st_) in enumerate(zip(params, states)):
             g = grad_list[i]
