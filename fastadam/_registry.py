@@ -222,6 +222,37 @@ OPTIMIZERS = (
     ``exp_avg = b2*exp_avg + (1-b2)*g``.
     """),
     Optimizer(
+        "radam", "radam",
+        hyper=(
+            Hyper("lr", 1e-3, "nonneg"),
+            Hyper("betas", (0.9, 0.999), "unit_pair"),
+            Hyper("eps", 1e-8, "positive"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("decoupled_weight_decay", False, "flag"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        step=REQUIRED,
+        order=("step", "lr", "betas", "eps", "weight_decay", "decoupled_weight_decay",
+               "maximize"),
+        classes="RAdam",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               decoupled_weight_decay=False, capturable=False),
+        bench=dict(step=10),
+        doc="""One RAdam step (torch.optim.RAdam's rule), in place.
+
+    ``g = -grad if maximize else grad``; weight decay: ``g += weight_decay*param`` (L2) or
+    ``param *= 1 - lr*weight_decay`` (decoupled); ``exp_avg = lerp(exp_avg, g, 1-b1)``;
+    ``exp_avg_sq = b2*exp_avg_sq + (1-b2)*g*g``; ``bc1 = 1 - b1**step``,
+    ``bc2 = 1 - b2**step``; ``rho_inf = 2/(1-b2) - 1``,
+    ``rho_t = rho_inf - 2*step*b2**step/bc2``. If ``rho_t > 5``:
+    ``rect = sqrt((rho_t-4)*(rho_t-2)*rho_inf / ((rho_inf-4)*(rho_inf-2)*rho_t))`` and
+    ``param -= exp_avg/bc1 * lr * sqrt(bc2)/(sqrt(exp_avg_sq) + eps) * rect``; otherwise
+    (the first steps) ``param -= exp_avg/bc1 * lr``.
+
+    ``step`` is the 1-based number of this step.
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",

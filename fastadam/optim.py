@@ -33,7 +33,7 @@ from . import _core, _registry
 
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "RAdam"]
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -295,6 +295,28 @@ class Lion(Optimizer):
 
     def __init__(self, params: Params, lr: float = 1e-4,
                  betas: Tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
+                 maximize: bool = False, nonfinite: str = "propagate",
+                 max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class RAdam(Optimizer):
+    """RAdam (Liu et al. 2020, torch.optim.RAdam's rule), with L2 or decoupled weight decay.
+
+    Per param at step ``t``, with ``g`` the grad (times the gradient policy's factor,
+    negated when ``maximize``), plus ``weight_decay * p`` (L2), or ``p *= 1 - lr*weight_decay``
+    first (decoupled): ``m = lerp(m, g, 1-b1)``; ``v = b2*v + (1-b2)*g*g``;
+    ``rho_inf = 2/(1-b2) - 1``, ``rho_t = rho_inf - 2*t*b2**t/(1-b2**t)``; while
+    ``rho_t <= 5`` (the first steps) ``p -= lr * m/(1-b1**t)``, afterwards
+    ``p -= lr * m/(1-b1**t) * sqrt(1-b2**t)/(sqrt(v) + eps) * rect`` with the variance
+    rectification ``rect = sqrt((rho_t-4)(rho_t-2)rho_inf / ((rho_inf-4)(rho_inf-2)rho_t))``.
+    State: ``exp_avg`` (m), ``exp_avg_sq`` (v)."""
+
+    _name = "radam"
+
+    def __init__(self, params: Params, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
                  maximize: bool = False, nonfinite: str = "propagate",
                  max_grad_norm: Union[float, None] = None):
         super().__init__(params, _hyper(locals()))

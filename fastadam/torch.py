@@ -51,7 +51,7 @@ from torch.optim import Optimizer as _TorchOptimizer
 
 from . import _core, _registry
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion"]
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "RAdam"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -620,3 +620,33 @@ class Lion(_Optimizer):
             betas = tuple(betas)
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize))
+
+
+class RAdam(_Optimizer):
+    r"""RAdam (torch.optim.RAdam's signature, defaults, state and rule) on fastadam's kernel.
+
+    Per param, with ``t`` the 1-based step: ``g = -grad if maximize else grad``; weight
+    decay: ``g = g + weight_decay*p`` (L2), or ``p = p*(1 - lr*weight_decay)`` with
+    ``decoupled_weight_decay=True``; ``m = lerp(m, g, 1-b1)``; ``v = b2*v + (1-b2)*g*g``;
+    ``rho_inf = 2/(1-b2) - 1``, ``rho_t = rho_inf - 2*t*b2**t/(1-b2**t)``; if ``rho_t > 5``:
+    ``p = p - lr * m/(1-b1**t) * sqrt(1-b2**t)/(sqrt(v) + eps) * rect`` (``rect`` torch's
+    variance rectification term), else ``p = p - lr * m/(1-b1**t)``.
+
+    State per param: ``step`` (a 0-d float32 tensor, float64 under a float64 default
+    dtype), ``exp_avg`` (m), ``exp_avg_sq`` (v). ``eps`` must be > 0 (torch also accepts 0).
+    ``foreach`` is accepted and kept; ``capturable``/``differentiable`` must be False.
+    """
+
+    _name = "radam"
+
+    def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0,
+                 decoupled_weight_decay: bool = False, *, foreach: Optional[bool] = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False):
+        if isinstance(betas, list):
+            betas = tuple(betas)
+        super().__init__(params, dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            foreach=foreach, capturable=capturable,
+            decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))

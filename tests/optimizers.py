@@ -40,11 +40,14 @@ class NoTruthValue:
 @dataclass(frozen=True)
 class State:
     """One state array: its name, whether a configuration (the hyperparameters with the
-    defaults filled in) has it, and an option change that makes a configuration without it
-    need it (None: always present)."""
+    defaults filled in) has it, an option change that makes a configuration without it
+    need it (None: always present), and its initial value."""
     name: str
     present: Callable[[Mapping[str, Any]], bool]
     enable: Optional[Dict[str, Any]] = None
+    # The value the classes fill it with: a number, or the name of a hyperparameter
+    # (Rprop's step_size starts at lr), as fastadam/_registry.py's State.init.
+    init: Any = 0.0
 
 
 @dataclass(frozen=True)
@@ -349,7 +352,30 @@ ADAMW = OptimizerInfo(
     kernel_step="required",
 )
 
-OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW]
+RADAM = OptimizerInfo(
+    name="RAdam", cls=fastadam.RAdam, kernel=fastadam.radam_, reference=reference.radam_,
+    arrays=("param", "grad", "exp_avg", "exp_avg_sq"),
+    states=(State("exp_avg", lambda h: True), State("exp_avg_sq", lambda h: True)),
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  decoupled_weight_decay=False, maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                         decoupled_weight_decay=False, maximize=False),
+    flags=dict(weight_decay=(0.0, 1e-2), decoupled_weight_decay=(False, True),
+               maximize=(False, True)),
+    scalars=_ADAM_SCALARS,
+    # beta2 0.6 (rho_inf = 4) and 0 (rho_inf = 1): never rectified; else from step 6 on
+    extra_sets=(dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6),
+                dict(lr=1e-2, betas=(0.9, 0.6), weight_decay=0.1),
+                dict(lr=1e-2, betas=(0.0, 0.0), eps=1e-4),
+                dict(lr=1e-2, betas=[0.9, 0.99], weight_decay=0.1,
+                     decoupled_weight_decay=True)),
+    bad=tuple(_nonneg("lr") + _betas() + _eps() + _nonneg("weight_decay")
+              + _flag("decoupled_weight_decay") + _flag("maximize") + BAD_STEPS
+              + [Bad({"step": None}, TypeError, "step", where=("functional",))] + _policy()),
+    kernel_step="required",
+)
+
+OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, RADAM]
 BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
 
 
@@ -379,5 +405,5 @@ def bad_cases(api):
 
 
 __all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "BY_NAME", "SGD", "RMSPROP", "ADAM",
-           "ADAMW", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
+           "ADAMW", "RADAM", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]
