@@ -31,6 +31,7 @@ KINDS = {
     "finite": ("double", "a finite real number"),
     "unit": ("double", "a real number in [0, 1)"),
     "unit_pair": ("double[2]", "a pair (list or tuple) of real numbers in [0, 1)"),
+    "real_pair": ("double[2]", "a pair (list or tuple) of finite real numbers"),
     "flag": ("bint", "anything with an unambiguous truth value"),
 }
 
