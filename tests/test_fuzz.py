@@ -656,7 +656,7 @@ def test_fuzz_optimizer(data):
               f"{'off' if kw.get('grad_scale') is None else 'on'}")
         assert opt.step_count == count + 1
         h = {k: v for k, v in group.items() if k not in POLICY}
-        if kernel != "rmsprop_":
+        if BY_KERNEL[kernel].kernel_step != "none":
             h["step"] = count + 1
         for i, (p, st_) in enumerate(zip(params, states)):
             g = grad_list[i]
