@@ -1,8 +1,8 @@
 """fastadam: fused, in-place optimizer steps on NumPy arrays.
 
-Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``, ``radam_``),
-torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``, ``RAdam``), and
-``fastadam.reference``, the same rules in plain NumPy.
+Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``, ``radam_``,
+``rprop_``), torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``,
+``RAdam``, ``Rprop``), and ``fastadam.reference``, the same rules in plain NumPy.
 """
 
 __version__ = "0.1.0"
@@ -24,17 +24,18 @@ from ._core import (  # noqa: E402
     lion_,
     radam_,
     rmsprop_,
+    rprop_,
     set_num_threads,
     set_simd_path,
     sgd_,
 )
 from .config import show_config  # noqa: E402
 from .flat import pack  # noqa: E402
-from .optim import SGD, Adam, AdamW, Lion, Optimizer, RAdam, RMSprop  # noqa: E402
+from .optim import SGD, Adam, AdamW, Lion, Optimizer, RAdam, RMSprop, Rprop  # noqa: E402
 
 __all__ = [
-    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "radam_",
-    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "RAdam", "Optimizer",
+    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "radam_", "rprop_",
+    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "RAdam", "Rprop", "Optimizer",
     "pack", "show_config",
     "set_num_threads", "get_num_threads",
     "available_simd_paths", "get_simd_path", "set_simd_path",

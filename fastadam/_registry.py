@@ -254,6 +254,32 @@ OPTIMIZERS = (
     ``step`` is the 1-based number of this step.
     """),
     Optimizer(
+        "rprop", "rprop",
+        hyper=(
+            Hyper("lr", 1e-2, "nonneg"),
+            Hyper("etas", (0.5, 1.2), "real_pair"),
+            Hyper("step_sizes", (1e-6, 50), "real_pair"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("prev"), State("step_size", init="lr")),
+        classes="Rprop",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               capturable=False),
+        bench=dict(lr=1e-2),
+        doc="""One Rprop step (torch.optim.Rprop's rule), in place.
+
+    ``g = -grad if maximize else grad``; ``s = sign(g*prev)``; ``eta = etaplus`` where
+    ``s > 0``, ``etaminus`` where ``s < 0``, 1 where ``s == 0``;
+    ``step_size = min(max(step_size*eta, step_sizes[0]), step_sizes[1])``; ``g = 0`` where
+    ``eta == etaminus``; ``param -= sign(g)*step_size``; ``prev = g``.
+
+    ``step_size`` holds each element's step size (the classes start it at ``lr``; here
+    ``lr`` is only validated), ``prev`` the previous step's gradient (0 before the first).
+    ``etas`` must satisfy ``0 < etaminus < 1 < etaplus``; ``step_sizes`` is any pair of
+    finite numbers (with ``step_sizes[0] > step_sizes[1]`` every step size becomes
+    ``step_sizes[1]``, as torch's clamp).
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",

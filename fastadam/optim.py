@@ -33,7 +33,7 @@ from . import _core, _registry
 
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "RAdam"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "RAdam", "Rprop"]
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -319,4 +319,23 @@ class RAdam(Optimizer):
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
                  maximize: bool = False, nonfinite: str = "propagate",
                  max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class Rprop(Optimizer):
+    """Rprop (Riedmiller & Braun 1993, torch.optim.Rprop's rule): per-element step sizes.
+
+    Per param, with ``g`` the grad (times the gradient policy's factor, negated when
+    ``maximize``) and ``prev`` the previous step's: where ``g*prev > 0`` the step size
+    grows by ``etaplus``, where ``< 0`` it shrinks by ``etaminus`` and ``g`` counts as 0
+    (no move this step), where ``= 0`` it stays; it is kept in ``[step_sizes[0],
+    step_sizes[1]]``; ``p -= sign(g) * step_size``; ``prev = g``. ``lr`` is the initial
+    step size. State: ``prev`` (zeros) and ``step_size`` (filled with ``lr``)."""
+
+    _name = "rprop"
+
+    def __init__(self, params: Params, lr: float = 1e-2,
+                 etas: Tuple[float, float] = (0.5, 1.2),
+                 step_sizes: Tuple[float, float] = (1e-6, 50), *, maximize: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
         super().__init__(params, _hyper(locals()))

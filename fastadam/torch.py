@@ -51,7 +51,7 @@ from torch.optim import Optimizer as _TorchOptimizer
 
 from . import _core, _registry
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "RAdam"]
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "RAdam", "Rprop"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -650,3 +650,28 @@ class RAdam(_Optimizer):
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
             foreach=foreach, capturable=capturable,
             decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))
+
+
+class Rprop(_Optimizer):
+    r"""Rprop (torch.optim.Rprop's signature, defaults, state and rule) on fastadam's kernel.
+
+    ``g = -grad if maximize else grad``; per element, by the sign of ``g*prev``: the step
+    size is multiplied by ``etaplus`` (> 0), ``etaminus`` (< 0, and ``g`` is set to 0) or
+    1 (= 0), then clamped to ``step_sizes``; ``p = p - sign(g)*step_size``; ``prev = g``.
+
+    State per param: ``step``, ``prev`` (zeros at the first step) and ``step_size``
+    (filled with ``lr`` at the first step). ``etas`` must satisfy
+    ``0 < etaminus < 1 < etaplus`` (a ValueError, as torch's "Invalid eta values");
+    ``step_sizes`` must be a pair of finite numbers (torch does not check it).
+    ``foreach`` is accepted and kept; ``capturable``/``differentiable`` must be False.
+    """
+
+    _name = "rprop"
+
+    def __init__(self, params, lr: float = 1e-2, etas: Tuple[float, float] = (0.5, 1.2),
+                 step_sizes: Tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
+                 foreach: Optional[bool] = None, maximize: bool = False,
+                 differentiable: bool = False):
+        super().__init__(params, dict(
+            lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach, maximize=maximize,
+            differentiable=differentiable, capturable=capturable))

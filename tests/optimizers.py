@@ -375,7 +375,66 @@ RADAM = OptimizerInfo(
     kernel_step="required",
 )
 
-OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, RADAM]
+def _etas():
+    """Rprop's etas: a pair of finite reals with 0 < etaminus < 1 < etaplus (torch.optim's
+    check, a ValueError; it accepts an infinite etaplus, fastadam does not)."""
+    return [
+        Bad({"etas": (0.0, 1.2)}, ValueError, "etas", ValueError),
+        Bad({"etas": (-0.5, 1.2)}, ValueError, "etas", ValueError),
+        Bad({"etas": (1.0, 1.2)}, ValueError, "etas", ValueError),
+        Bad({"etas": (0.5, 1.0)}, ValueError, "etas", ValueError),
+        Bad({"etas": (1.2, 0.5)}, ValueError, "etas", ValueError),
+        Bad({"etas": [0.5, 0.9]}, ValueError, "etas", ValueError),
+        Bad({"etas": (NAN, 1.2)}, ValueError, "etas[0]", ValueError),
+        Bad({"etas": (0.5, NAN)}, ValueError, "etas[1]", ValueError),
+        Bad({"etas": (0.5, INF)}, ValueError, "etas[1]", None),
+        Bad({"etas": ("a", 1.2)}, TypeError, "etas[0]", TypeError),
+        Bad({"etas": (0.5, None)}, TypeError, "etas[1]", TypeError),
+        Bad({"etas": (0.5, 1j)}, TypeError, "etas[1]", TypeError),
+        Bad({"etas": (0.5,)}, TypeError, "etas", IndexError),
+        Bad({"etas": (0.5, 1.2, 2.0)}, TypeError, "etas", None),
+        Bad({"etas": 0.5}, TypeError, "etas", TypeError),
+        Bad({"etas": None}, TypeError, "etas", TypeError),
+        Bad({"etas": "ab"}, TypeError, "etas", TypeError),
+    ]
+
+
+def _step_sizes():
+    """Rprop's step_sizes: any pair of finite reals (torch.optim does not check it at all:
+    it unpacks it at the first step)."""
+    return [
+        Bad({"step_sizes": (NAN, 50.0)}, ValueError, "step_sizes[0]", None),
+        Bad({"step_sizes": (-INF, 50.0)}, ValueError, "step_sizes[0]", None),
+        Bad({"step_sizes": (1e-6, INF)}, ValueError, "step_sizes[1]", None),
+        Bad({"step_sizes": (1e-6, NAN)}, ValueError, "step_sizes[1]", None),
+        Bad({"step_sizes": ("a", 50.0)}, TypeError, "step_sizes[0]", None),
+        Bad({"step_sizes": (1e-6, None)}, TypeError, "step_sizes[1]", None),
+        Bad({"step_sizes": (1e-6,)}, TypeError, "step_sizes", None),
+        Bad({"step_sizes": (1e-6, 1.0, 50.0)}, TypeError, "step_sizes", None),
+        Bad({"step_sizes": 1.0}, TypeError, "step_sizes", None),
+        Bad({"step_sizes": None}, TypeError, "step_sizes", None),
+    ]
+
+
+RPROP = OptimizerInfo(
+    name="Rprop", cls=fastadam.Rprop, kernel=fastadam.rprop_, reference=reference.rprop_,
+    arrays=("param", "grad", "prev", "step_size"),
+    states=(State("prev", lambda h: True), State("step_size", lambda h: True, init="lr")),
+    defaults=dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False,
+                  **_POLICY),
+    kernel_defaults=dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False),
+    flags=dict(maximize=(False, True)),
+    scalars=(dict(lr=1e-2), dict(lr=5e-2, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2))),
+    # step_sizes[0] > step_sizes[1]: every step size becomes step_sizes[1] (the clamp's
+    # order); a negative lower bound; small etas that flip often
+    extra_sets=(dict(lr=1e-2, step_sizes=(0.5, 0.02)),
+                dict(lr=2e-2, etas=[0.9, 1.1], step_sizes=[-1.0, 0.05]),
+                dict(lr=1e-3, etas=(0.01, 3.0), step_sizes=(1e-4, 1.0), maximize=True)),
+    bad=tuple(_nonneg("lr") + _etas() + _step_sizes() + _flag("maximize") + _policy()),
+    kernel_step="none",
+)
+
+OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, RADAM, RPROP]
 BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
 
 
@@ -405,5 +464,5 @@ def bad_cases(api):
 
 
 __all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "BY_NAME", "SGD", "RMSPROP", "ADAM",
-           "ADAMW", "RADAM", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
+           "ADAMW", "RADAM", "RPROP", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]
