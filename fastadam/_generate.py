@@ -26,10 +26,12 @@ _READ = {
     "finite": "h.{n} = _finite({n}, {q})",
     "unit": "h.{n} = _unit({n}, {q})",
     "unit_pair": "_unit_pair({n}, {q}, '{n}[0]', '{n}[1]', h.{n})",
+    "real_pair": "_real_pair({n}, {q}, '{n}[0]', '{n}[1]', h.{n})",
     "flag": "h.{n} = _flag({n}, {q})",
 }
 _STUB = {"nonneg": "_Real", "positive": "_Real", "finite": "_Real", "unit": "_Real",
-         "unit_pair": "Tuple[_Real, _Real]", "flag": "bool"}
+         "unit_pair": "Tuple[_Real, _Real]", "real_pair": "Tuple[_Real, _Real]",
+         "flag": "bool"}
 
 
 class _Obj(dict):

@@ -31,6 +31,7 @@ KINDS = {
     "finite": ("double", "a finite real number"),
     "unit": ("double", "a real number in [0, 1)"),
     "unit_pair": ("double[2]", "a pair (list or tuple) of real numbers in [0, 1)"),
+    "real_pair": ("double[2]", "a pair (list or tuple) of finite real numbers"),
     "flag": ("bint", "anything with an unambiguous truth value"),
 }
 
@@ -293,6 +294,63 @@ OPTIMIZERS = (
     ``acc_delta = rho*acc_delta + (1-rho)*delta*delta``; ``param = param - lr*delta``.
 
     ``rho`` is in [0, 1].
+    """),
+    Optimizer(
+        "radam", "radam",
+        hyper=(
+            Hyper("lr", 1e-3, "nonneg"),
+            Hyper("betas", (0.9, 0.999), "unit_pair"),
+            Hyper("eps", 1e-8, "positive"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("decoupled_weight_decay", False, "flag"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        step=REQUIRED,
+        order=("step", "lr", "betas", "eps", "weight_decay", "decoupled_weight_decay",
+               "maximize"),
+        classes="RAdam",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               decoupled_weight_decay=False, capturable=False),
+        bench=dict(step=10),
+        doc="""One RAdam step (torch.optim.RAdam's rule), in place.
+
+    ``g = -grad if maximize else grad``; weight decay: ``g += weight_decay*param`` (L2) or
+    ``param *= 1 - lr*weight_decay`` (decoupled); ``exp_avg = lerp(exp_avg, g, 1-b1)``;
+    ``exp_avg_sq = b2*exp_avg_sq + (1-b2)*g*g``; ``bc1 = 1 - b1**step``,
+    ``bc2 = 1 - b2**step``; ``rho_inf = 2/(1-b2) - 1``,
+    ``rho_t = rho_inf - 2*step*b2**step/bc2``. If ``rho_t > 5``:
+    ``rect = sqrt((rho_t-4)*(rho_t-2)*rho_inf / ((rho_inf-4)*(rho_inf-2)*rho_t))`` and
+    ``param -= exp_avg/bc1 * lr * sqrt(bc2)/(sqrt(exp_avg_sq) + eps) * rect``; otherwise
+    (the first steps) ``param -= exp_avg/bc1 * lr``.
+
+    ``step`` is the 1-based number of this step.
+    """),
+    Optimizer(
+        "rprop", "rprop",
+        hyper=(
+            Hyper("lr", 1e-2, "nonneg"),
+            Hyper("etas", (0.5, 1.2), "real_pair"),
+            Hyper("step_sizes", (1e-6, 50), "real_pair"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("prev"), State("step_size", init="lr")),
+        classes="Rprop",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               capturable=False),
+        bench=dict(lr=1e-2),
+        doc="""One Rprop step (torch.optim.Rprop's rule), in place.
+
+    ``g = -grad if maximize else grad``; ``s = sign(g*prev)``; ``eta = etaplus`` where
+    ``s > 0``, ``etaminus`` where ``s < 0``, 1 where ``s == 0``;
+    ``step_size = min(max(step_size*eta, step_sizes[0]), step_sizes[1])``; ``g = 0`` where
+    ``eta == etaminus``; ``param -= sign(g)*step_size``; ``prev = g``.
+
+    ``step_size`` holds each element's step size (the classes start it at ``lr``; here
+    ``lr`` is only validated), ``prev`` the previous step's gradient (0 before the first).
+    ``etas`` must satisfy ``0 < etaminus < 1 < etaplus``; ``step_sizes`` is any pair of
+    finite numbers (with ``step_sizes[0] > step_sizes[1]`` every step size becomes
+    ``step_sizes[1]``, as torch's clamp).
     """),
     Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.

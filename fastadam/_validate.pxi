@@ -194,6 +194,17 @@ cdef inline int _unit_pair(object x, str name, str name0, str name1,
     return 0
 
 
+cdef inline int _real_pair(object x, str name, str name0, str name1,
+                           double* out) except -1:
+    """A pair (tuple or list) of finite real numbers, any order and sign (Rprop's etas and
+    step_sizes; what the pair must satisfy besides is the kernel's check)."""
+    if type(x) is not tuple and type(x) is not list or len(x) != 2:
+        raise TypeError(f"Invalid {name}: expected a pair of real numbers, got {x!r}")
+    out[0] = _finite(x[0], name0)
+    out[1] = _finite(x[1], name1)
+    return 0
+
+
 # ---------------------------------------------------------------------------- gradient policy
 # What an optimizer step does with its gradients before the update (fastadam/_plan.pxi).
 

@@ -34,7 +34,7 @@ from . import _core, _registry
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax",
-           "Adadelta"]
+           "Adadelta", "RAdam", "Rprop"]
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -315,6 +315,47 @@ class Lion(Optimizer):
                  betas: Tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, nonfinite: str = "propagate",
                  max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class RAdam(Optimizer):
+    """RAdam (Liu et al. 2020, torch.optim.RAdam's rule), with L2 or decoupled weight decay.
+
+    Per param at step ``t``, with ``g`` the grad (times the gradient policy's factor,
+    negated when ``maximize``), plus ``weight_decay * p`` (L2), or ``p *= 1 - lr*weight_decay``
+    first (decoupled): ``m = lerp(m, g, 1-b1)``; ``v = b2*v + (1-b2)*g*g``;
+    ``rho_inf = 2/(1-b2) - 1``, ``rho_t = rho_inf - 2*t*b2**t/(1-b2**t)``; while
+    ``rho_t <= 5`` (the first steps) ``p -= lr * m/(1-b1**t)``, afterwards
+    ``p -= lr * m/(1-b1**t) * sqrt(1-b2**t)/(sqrt(v) + eps) * rect`` with the variance
+    rectification ``rect = sqrt((rho_t-4)(rho_t-2)rho_inf / ((rho_inf-4)(rho_inf-2)rho_t))``.
+    State: ``exp_avg`` (m), ``exp_avg_sq`` (v)."""
+
+    _name = "radam"
+
+    def __init__(self, params: Params, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
+                 maximize: bool = False, nonfinite: str = "propagate",
+                 max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class Rprop(Optimizer):
+    """Rprop (Riedmiller & Braun 1993, torch.optim.Rprop's rule): per-element step sizes.
+
+    Per param, with ``g`` the grad (times the gradient policy's factor, negated when
+    ``maximize``) and ``prev`` the previous step's: where ``g*prev > 0`` the step size
+    grows by ``etaplus``, where ``< 0`` it shrinks by ``etaminus`` and ``g`` counts as 0
+    (no move this step), where ``= 0`` it stays; it is kept in ``[step_sizes[0],
+    step_sizes[1]]``; ``p -= sign(g) * step_size``; ``prev = g``. ``lr`` is the initial
+    step size. State: ``prev`` (zeros) and ``step_size`` (filled with ``lr``)."""
+
+    _name = "rprop"
+
+    def __init__(self, params: Params, lr: float = 1e-2,
+                 etas: Tuple[float, float] = (0.5, 1.2),
+                 step_sizes: Tuple[float, float] = (1e-6, 50), *, maximize: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
         super().__init__(params, _hyper(locals()))
 
 

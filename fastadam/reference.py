@@ -273,7 +273,7 @@ def rprop_(param, grad, prev, step_size, *, lr=1e-2, etas=(0.5, 1.2), step_sizes
     lo, hi = step_sizes
     g = -grad if maximize else grad
     s = np.sign(g * prev)
-    eta = s.copy()
+    eta = np.array(s)           # an array also for 0-d params (s is then a NumPy scalar)
     eta[s > 0] = etaplus
     eta[s < 0] = etaminus
     eta[s == 0] = 1

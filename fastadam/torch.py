@@ -53,7 +53,7 @@ from . import _core, _registry
 from .optim import _initial_value
 
 __all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad", "Adamax",
-           "Adadelta"]
+           "Adadelta", "RAdam", "Rprop"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -712,3 +712,56 @@ class Adadelta(_Optimizer):
         super().__init__(params, dict(
             lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
             capturable=capturable, foreach=foreach, differentiable=differentiable))
+class RAdam(_Optimizer):
+    r"""RAdam (torch.optim.RAdam's signature, defaults, state and rule) on fastadam's kernel.
+
+    Per param, with ``t`` the 1-based step: ``g = -grad if maximize else grad``; weight
+    decay: ``g = g + weight_decay*p`` (L2), or ``p = p*(1 - lr*weight_decay)`` with
+    ``decoupled_weight_decay=True``; ``m = lerp(m, g, 1-b1)``; ``v = b2*v + (1-b2)*g*g``;
+    ``rho_inf = 2/(1-b2) - 1``, ``rho_t = rho_inf - 2*t*b2**t/(1-b2**t)``; if ``rho_t > 5``:
+    ``p = p - lr * m/(1-b1**t) * sqrt(1-b2**t)/(sqrt(v) + eps) * rect`` (``rect`` torch's
+    variance rectification term), else ``p = p - lr * m/(1-b1**t)``.
+
+    State per param: ``step`` (a 0-d float32 tensor, float64 under a float64 default
+    dtype), ``exp_avg`` (m), ``exp_avg_sq`` (v). ``eps`` must be > 0 (torch also accepts 0).
+    ``foreach`` is accepted and kept; ``capturable``/``differentiable`` must be False.
+    """
+
+    _name = "radam"
+
+    def __init__(self, params, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0,
+                 decoupled_weight_decay: bool = False, *, foreach: Optional[bool] = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False):
+        if isinstance(betas, list):
+            betas = tuple(betas)
+        super().__init__(params, dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            foreach=foreach, capturable=capturable,
+            decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))
+
+
+class Rprop(_Optimizer):
+    r"""Rprop (torch.optim.Rprop's signature, defaults, state and rule) on fastadam's kernel.
+
+    ``g = -grad if maximize else grad``; per element, by the sign of ``g*prev``: the step
+    size is multiplied by ``etaplus`` (> 0), ``etaminus`` (< 0, and ``g`` is set to 0) or
+    1 (= 0), then clamped to ``step_sizes``; ``p = p - sign(g)*step_size``; ``prev = g``.
+
+    State per param: ``step``, ``prev`` (zeros at the first step) and ``step_size``
+    (filled with ``lr`` at the first step). ``etas`` must satisfy
+    ``0 < etaminus < 1 < etaplus`` (a ValueError, as torch's "Invalid eta values");
+    ``step_sizes`` must be a pair of finite numbers (torch does not check it).
+    ``foreach`` is accepted and kept; ``capturable``/``differentiable`` must be False.
+    """
+
+    _name = "rprop"
+
+    def __init__(self, params, lr: float = 1e-2, etas: Tuple[float, float] = (0.5, 1.2),
+                 step_sizes: Tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
+                 foreach: Optional[bool] = None, maximize: bool = False,
+                 differentiable: bool = False):
+        super().__init__(params, dict(
+            lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach, maximize=maximize,
+            differentiable=differentiable, capturable=capturable))

@@ -540,7 +540,94 @@ ADADELTA = OptimizerInfo(
     bitwise=lambda h: True,     # the kernel does the reference's operations in its order
 )
 
-OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, LION, ADAGRAD, ADAMAX, ADADELTA]
+RADAM = OptimizerInfo(
+    name="RAdam", cls=fastadam.RAdam, kernel=fastadam.radam_, reference=reference.radam_,
+    arrays=("param", "grad", "exp_avg", "exp_avg_sq"),
+    states=(State("exp_avg", lambda h: True),
+            State("exp_avg_sq", lambda h: True, sample="pos")),
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                  decoupled_weight_decay=False, maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                         decoupled_weight_decay=False, maximize=False),
+    flags=dict(weight_decay=(0.0, 1e-2), decoupled_weight_decay=(False, True),
+               maximize=(False, True)),
+    scalars=_ADAM_SCALARS,
+    # beta2 0.6 (rho_inf = 4) and 0 (rho_inf = 1): never rectified; else from step 6 on
+    extra_sets=(dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6),
+                dict(lr=1e-2, betas=(0.9, 0.6), weight_decay=0.1),
+                dict(lr=1e-2, betas=(0.0, 0.0), eps=1e-4),
+                dict(lr=1e-2, betas=[0.9, 0.99], weight_decay=0.1,
+                     decoupled_weight_decay=True)),
+    bad=tuple(_nonneg("lr") + _betas() + _eps() + _nonneg("weight_decay")
+              + _flag("decoupled_weight_decay") + _flag("maximize") + BAD_STEPS
+              + [Bad({"step": None}, TypeError, "step", where=("functional",))] + _policy()),
+    kernel_step="required",
+    bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+)
+
+def _etas():
+    """Rprop's etas: a pair of finite reals with 0 < etaminus < 1 < etaplus (torch.optim's
+    check, a ValueError; it accepts an infinite etaplus, fastadam does not)."""
+    return [
+        Bad({"etas": (0.0, 1.2)}, ValueError, "etas", ValueError),
+        Bad({"etas": (-0.5, 1.2)}, ValueError, "etas", ValueError),
+        Bad({"etas": (1.0, 1.2)}, ValueError, "etas", ValueError),
+        Bad({"etas": (0.5, 1.0)}, ValueError, "etas", ValueError),
+        Bad({"etas": (1.2, 0.5)}, ValueError, "etas", ValueError),
+        Bad({"etas": [0.5, 0.9]}, ValueError, "etas", ValueError),
+        Bad({"etas": (NAN, 1.2)}, ValueError, "etas[0]", ValueError),
+        Bad({"etas": (0.5, NAN)}, ValueError, "etas[1]", ValueError),
+        Bad({"etas": (0.5, INF)}, ValueError, "etas[1]", None),
+        Bad({"etas": ("a", 1.2)}, TypeError, "etas[0]", TypeError),
+        Bad({"etas": (0.5, None)}, TypeError, "etas[1]", TypeError),
+        Bad({"etas": (0.5, 1j)}, TypeError, "etas[1]", TypeError),
+        Bad({"etas": (0.5,)}, TypeError, "etas", IndexError),
+        Bad({"etas": (0.5, 1.2, 2.0)}, TypeError, "etas", None),
+        Bad({"etas": 0.5}, TypeError, "etas", TypeError),
+        Bad({"etas": None}, TypeError, "etas", TypeError),
+        Bad({"etas": "ab"}, TypeError, "etas", TypeError),
+    ]
+
+
+def _step_sizes():
+    """Rprop's step_sizes: any pair of finite reals (torch.optim does not check it at all:
+    it unpacks it at the first step)."""
+    return [
+        Bad({"step_sizes": (NAN, 50.0)}, ValueError, "step_sizes[0]", None),
+        Bad({"step_sizes": (-INF, 50.0)}, ValueError, "step_sizes[0]", None),
+        Bad({"step_sizes": (1e-6, INF)}, ValueError, "step_sizes[1]", None),
+        Bad({"step_sizes": (1e-6, NAN)}, ValueError, "step_sizes[1]", None),
+        Bad({"step_sizes": ("a", 50.0)}, TypeError, "step_sizes[0]", None),
+        Bad({"step_sizes": (1e-6, None)}, TypeError, "step_sizes[1]", None),
+        Bad({"step_sizes": (1e-6,)}, TypeError, "step_sizes", None),
+        Bad({"step_sizes": (1e-6, 1.0, 50.0)}, TypeError, "step_sizes", None),
+        Bad({"step_sizes": 1.0}, TypeError, "step_sizes", None),
+        Bad({"step_sizes": None}, TypeError, "step_sizes", None),
+    ]
+
+
+RPROP = OptimizerInfo(
+    name="Rprop", cls=fastadam.Rprop, kernel=fastadam.rprop_, reference=reference.rprop_,
+    arrays=("param", "grad", "prev", "step_size"),
+    states=(State("prev", lambda h: True),
+            State("step_size", lambda h: True, init="lr", sample="pos")),
+    defaults=dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False,
+                  **_POLICY),
+    kernel_defaults=dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False),
+    flags=dict(maximize=(False, True)),
+    scalars=(dict(lr=1e-2), dict(lr=5e-2, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2))),
+    # step_sizes[0] > step_sizes[1]: every step size becomes step_sizes[1] (the clamp's
+    # order); a negative lower bound; small etas that flip often
+    extra_sets=(dict(lr=1e-2, step_sizes=(0.5, 0.02)),
+                dict(lr=2e-2, etas=[0.9, 1.1], step_sizes=[-1.0, 0.05]),
+                dict(lr=1e-3, etas=(0.01, 3.0), step_sizes=(1e-4, 1.0), maximize=True)),
+    bad=tuple(_nonneg("lr") + _etas() + _step_sizes() + _flag("maximize") + _policy()),
+    kernel_step="none",
+    bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+)
+
+OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, LION, ADAGRAD, ADAMAX, ADADELTA,
+                                   RADAM, RPROP]
 BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
 #: The rows torch.optim has a class for: what torch-parity and torch.optim checks run over.
 TORCH_OPTIMIZERS: List[OptimizerInfo] = [o for o in OPTIMIZERS if o.torch_optim]
@@ -575,6 +662,6 @@ def bad_cases(api, torch_optim=False, construction=False):
 
 
 __all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "TORCH_OPTIMIZERS", "BY_NAME", "SGD",
-           "RMSPROP", "ADAM", "ADAMW", "LION", "ADAGRAD", "ADAMAX", "ADADELTA",
+           "RMSPROP", "ADAM", "ADAMW", "LION", "ADAGRAD", "ADAMAX", "ADADELTA", "RADAM", "RPROP",
            "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]
