@@ -57,11 +57,23 @@ class State(NamedTuple):
     init: Any = 0.0
 
 
+class Scalar(NamedTuple):
+    """A per-tensor scalar state (NAdam's ``mu_product``, ASGD's ``eta``): one number per
+    tensor that the kernel's ``prepare`` reads with the step and advances once per call.
+    The functional takes it as a writable 0-d float32 or float64 array after the state
+    arrays and updates it in place in its own dtype (torch keeps these as 0-d tensors of its
+    scalar dtype); the classes keep one per param in its state."""
+    name: str
+    init: Any = 0.0     # the classes' initial value: a number or a hyperparameter's name
+
+
 class Optimizer(NamedTuple):
     name: str                       # the functional is fastadam.<name>_
     kernel: str                     # fastadam/kernels/<kernel>.pxi
     hyper: Tuple[Hyper, ...] = ()
     states: Tuple[State, ...] = ()
+    # Per-tensor scalar states, in the order the functional takes them (after the states).
+    scalars: Tuple[Scalar, ...] = ()
     # "required": the functional takes ``step=t`` (1-based) and the kernel's constants
     # depend on it; "optional": ``step=None`` by default (0 reaches the kernel);
     # None: no step.
@@ -269,3 +281,5 @@ def why(state: State) -> str:
 
 
 MAX_STATES = max(len(opt.states) for opt in OPTIMIZERS)
+# (at least 1: a C array needs a size)
+MAX_SCALARS = max(1, max(len(opt.scalars) for opt in OPTIMIZERS))
