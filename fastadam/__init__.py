@@ -1,7 +1,7 @@
 """fastadam: fused, in-place optimizer steps on NumPy arrays.
 
-Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``),
-torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``), and
+Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``, ``nadam_``),
+torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``, ``NAdam``), and
 ``fastadam.reference``, the same rules in plain NumPy.
 """
 
@@ -22,6 +22,7 @@ from ._core import (  # noqa: E402
     get_num_threads,
     get_simd_path,
     lion_,
+    nadam_,
     rmsprop_,
     set_num_threads,
     set_simd_path,
@@ -29,11 +30,11 @@ from ._core import (  # noqa: E402
 )
 from .config import show_config  # noqa: E402
 from .flat import pack  # noqa: E402
-from .optim import SGD, Adam, AdamW, Lion, Optimizer, RMSprop  # noqa: E402
+from .optim import SGD, Adam, AdamW, Lion, NAdam, Optimizer, RMSprop  # noqa: E402
 
 __all__ = [
-    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_",
-    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Optimizer",
+    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "nadam_",
+    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "NAdam", "Optimizer",
     "pack", "show_config",
     "set_num_threads", "get_num_threads",
     "available_simd_paths", "get_simd_path", "set_simd_path",

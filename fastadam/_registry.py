@@ -234,6 +234,39 @@ OPTIMIZERS = (
     ``exp_avg = b2*exp_avg + (1-b2)*g``.
     """),
     Optimizer(
+        "nadam", "nadam",
+        hyper=(
+            Hyper("lr", 2e-3, "nonneg"),
+            Hyper("betas", (0.9, 0.999), "unit_pair"),
+            Hyper("eps", 1e-8, "nonneg"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("momentum_decay", 4e-3, "nonneg"),
+            Hyper("decoupled_weight_decay", False, "flag"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        scalars=(Scalar("mu_product", init=1.0),),
+        step=REQUIRED,
+        order=("step", "lr", "betas", "eps", "weight_decay", "momentum_decay",
+               "decoupled_weight_decay", "maximize"),
+        classes="NAdam",
+        torch_setdefaults=dict(maximize=False, foreach=None, capturable=False,
+                               differentiable=False, decoupled_weight_decay=False),
+        bench=dict(step=10),
+        doc="""One NAdam step (torch.optim.NAdam's rule), in place; ``mu_product`` is the
+    tensor's product of the momentum coefficients so far (a writable 0-d float32 or float64
+    array, 1 before the first step), advanced in place in its own dtype.
+
+    ``g = -grad if maximize else grad``; weight decay: ``g += weight_decay*param`` (L2) or
+    ``param *= 1 - lr*weight_decay`` (decoupled);
+    ``mu = b1*(1 - 0.5*0.96**(step*momentum_decay))``, ``mu_next`` the same at ``step+1``;
+    ``mu_product *= mu``; ``exp_avg = lerp(exp_avg, g, 1-b1)``;
+    ``exp_avg_sq = b2*exp_avg_sq + (1-b2)*g*g``;
+    ``denom = sqrt(exp_avg_sq / (1 - b2**step)) + eps``;
+    ``param += -lr*(1-mu)/(1-mu_product) * g/denom``, then
+    ``param += -lr*mu_next/(1 - mu_product*mu_next) * exp_avg/denom``.
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",
