@@ -1,7 +1,8 @@
 """fastadam: fused, in-place optimizer steps on NumPy arrays.
 
-Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``, ``nadam_``),
-torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``, ``NAdam``), and
+Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``, ``nadam_``,
+``asgd_``), torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``,
+``NAdam``, ``ASGD``), and
 ``fastadam.reference``, the same rules in plain NumPy.
 """
 
@@ -18,6 +19,7 @@ except ImportError as e:  # pragma: no cover - only in an unbuilt source tree
 from ._core import (  # noqa: E402
     adam_,
     adamw_,
+    asgd_,
     available_simd_paths,
     get_num_threads,
     get_simd_path,
@@ -30,11 +32,11 @@ from ._core import (  # noqa: E402
 )
 from .config import show_config  # noqa: E402
 from .flat import pack  # noqa: E402
-from .optim import SGD, Adam, AdamW, Lion, NAdam, Optimizer, RMSprop  # noqa: E402
+from .optim import ASGD, SGD, Adam, AdamW, Lion, NAdam, Optimizer, RMSprop  # noqa: E402
 
 __all__ = [
-    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "nadam_",
-    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "NAdam", "Optimizer",
+    "sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "nadam_", "asgd_",
+    "SGD", "RMSprop", "Adam", "AdamW", "Lion", "NAdam", "ASGD", "Optimizer",
     "pack", "show_config",
     "set_num_threads", "get_num_threads",
     "available_simd_paths", "get_simd_path", "set_simd_path",

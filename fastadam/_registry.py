@@ -267,6 +267,34 @@ OPTIMIZERS = (
     ``param += -lr*mu_next/(1 - mu_product*mu_next) * exp_avg/denom``.
     """),
     Optimizer(
+        "asgd", "asgd",
+        hyper=(
+            Hyper("lr", 1e-2, "nonneg"),
+            Hyper("lambd", 1e-4, "finite"),
+            Hyper("alpha", 0.75, "finite"),
+            Hyper("t0", 1e6, "finite"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("ax"),),
+        scalars=(Scalar("eta", init="lr"), Scalar("mu", init=1.0)),
+        step=REQUIRED,
+        order=("step", "lr", "lambd", "alpha", "t0", "weight_decay", "maximize"),
+        classes="ASGD",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               capturable=False),
+        bench=dict(step=10),
+        doc="""One ASGD step (torch.optim.ASGD's rule), in place; ``eta`` and ``mu`` are the
+    tensor's step size and averaging rate (writable 0-d float32 or float64 arrays: ``lr``
+    and 1 before the first step), advanced in place in their own dtype; ``ax`` is the
+    average of the params.
+
+    ``g = -grad if maximize else grad``; ``g += weight_decay*param``;
+    ``param = param*(1 - lambd*eta) - eta*g``; ``ax = ax + (param - ax)*mu`` (``ax = param``
+    while ``mu == 1``); then ``eta = lr / (1 + lambd*lr*step)**alpha`` and
+    ``mu = 1 / max(1, step - t0)``.
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",

@@ -33,7 +33,7 @@ from . import _core, _registry
 
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "NAdam"]
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "NAdam", "ASGD"]
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -339,4 +339,22 @@ class NAdam(Optimizer):
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, maximize: bool = False,
                  nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class ASGD(Optimizer):
+    """ASGD, averaged SGD (torch.optim.ASGD's rule).
+
+    Per param at step ``t``, with ``g`` as in :class:`SGD`:
+    ``p = p*(1 - lambd*eta) - eta*g``; ``ax = ax + (p - ax)*mu`` (``ax = p`` while
+    ``mu == 1``); then ``eta = lr / (1 + lambd*lr*t)**alpha``, ``mu = 1 / max(1, t - t0)``.
+    State: ``eta`` (``lr`` at first) and ``mu`` (1 at first), float32 0-d arrays as torch's,
+    and ``ax``, the averaged params."""
+
+    _name = "asgd"
+
+    def __init__(self, params: Params, lr: float = 1e-2, lambd: float = 1e-4,
+                 alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, *,
+                 maximize: bool = False, nonfinite: str = "propagate",
+                 max_grad_norm: Union[float, None] = None):
         super().__init__(params, _hyper(locals()))

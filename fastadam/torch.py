@@ -51,7 +51,7 @@ from torch.optim import Optimizer as _TorchOptimizer
 
 from . import _core, _registry
 
-__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "NAdam"]
+__all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "NAdam", "ASGD"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -729,3 +729,32 @@ class NAdam(_Optimizer):
             momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize, foreach=foreach, capturable=capturable,
             differentiable=differentiable))
+
+
+class ASGD(_Optimizer):
+    r"""ASGD, averaged SGD (torch.optim.ASGD's signature, defaults, state and rule) on
+    fastadam's kernel.
+
+    Per param at step ``t``: ``g = -grad if maximize else grad``; ``g = g + weight_decay*p``;
+    ``p = p*(1 - lambd*eta) - eta*g``; ``ax = ax + (p - ax)*mu`` (``ax = p`` while
+    ``mu == 1``); then ``eta = lr / (1 + lambd*lr*t)**alpha``, ``mu = 1 / max(1, t - t0)``.
+
+    State per param: ``step``, ``eta`` (``lr`` at first) and ``mu`` (1 at first), 0-d tensors
+    of torch's scalar dtype, and ``ax``. A new eta and mu are stored in their state's dtype
+    (torch.optim rounds them through its default dtype first, which differs only for a
+    float64 state, as its load_state_dict makes for a float64 param). ``lambd``, ``alpha``
+    and ``t0`` must be finite
+    (torch does not check them). ``foreach`` is accepted and kept;
+    ``capturable``/``differentiable`` must be False.
+    """
+
+    _name = "asgd"
+
+    def __init__(self, params, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
+                 t0: float = 1e6, weight_decay: float = 0, foreach: Optional[bool] = None,
+                 maximize: bool = False, differentiable: bool = False,
+                 capturable: bool = False):
+        super().__init__(params, dict(
+            lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+            foreach=foreach, maximize=maximize, differentiable=differentiable,
+            capturable=capturable))

@@ -183,9 +183,15 @@ def test_torch_dropin_matches_torch_with_lagging_params_and_checkpoints(opts):
         oa.step()
         ob.step()
         if t == 15:
-            ob.load_state_dict(copy.deepcopy(oa.state_dict()))      # torch -> ours
+            # torch -> ours (and torch's own reload, which casts its scalar states to the
+            # param's dtype as ours does)
+            sd = oa.state_dict()
+            ob.load_state_dict(copy.deepcopy(sd))
+            oa.load_state_dict(copy.deepcopy(sd))
         if t == 30:
-            oa.load_state_dict(copy.deepcopy(ob.state_dict()))      # ours -> torch
+            sd = ob.state_dict()                                    # ours -> torch
+            oa.load_state_dict(copy.deepcopy(sd))
+            ob.load_state_dict(copy.deepcopy(sd))
     for x, y in zip(a, b):
         _tol(x, y, "param")
         sa, sb = oa.state[x], ob.state[y]
