@@ -75,6 +75,17 @@ def test_ax_is_param_until_t0_then_averages():
     assert float(mu) == 0.5
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_mu_one_copies_the_param_into_ax(simd_path, dtype):
+    # with mu == 1, ax = param exactly, whatever ax held (ax + (param - ax)*1 is not always
+    # param: the branch is per call, as torch's)
+    rng = np.random.default_rng(3)
+    p, g = rand(rng, 1003, dtype), rand(rng, 1003, dtype)
+    ax = rand(rng, 1003, dtype) * 1e3
+    fastadam.asgd_(p, g, ax, np.array(0.1, np.float32), np.array(1.0, np.float32), step=1)
+    assert ax.tobytes() == p.tobytes()
+
+
 @pytest.mark.parametrize("which, bad, exc, match", [
     ("eta", None, TypeError, "^Invalid eta"),
     ("mu", np.ones(2), ValueError, "^Invalid mu shape"),

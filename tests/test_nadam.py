@@ -130,6 +130,20 @@ def test_class_state_dict_scalar_checks():
     assert opt.state_dict()["state"]["b"]["mu_product"] == sd["state"]["b"]["mu_product"]
 
 
+def test_skipped_or_refused_step_leaves_mu_product():
+    opt = fastadam.NAdam([np.ones(3), np.ones(2)], nonfinite="skip")
+    opt.step([np.ones(3), np.ones(2)])
+    after_one = [opt.state[i]["mu_product"].tobytes() for i in range(2)]
+    assert opt.step([np.array([1.0, np.nan, 1.0]), np.ones(2)]) is False
+    assert [opt.state[i]["mu_product"].tobytes() for i in range(2)] == after_one
+    with pytest.raises(ValueError):
+        opt.step([np.ones(3), np.ones(3)])              # a grad of the wrong shape
+    assert [opt.state[i]["mu_product"].tobytes() for i in range(2)] == after_one
+    opt.step([np.ones(3), np.ones(2)])
+    assert opt.state[0]["mu_product"].tobytes() == opt.state[1]["mu_product"].tobytes()
+    assert float(opt.state[1]["mu_product"]) < float(np.frombuffer(after_one[1], np.float32)[0])
+
+
 # ------------------------------------------------------------------------- against torch
 
 torch = pytest.importorskip("torch")
