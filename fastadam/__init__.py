@@ -1,9 +1,9 @@
 """fastadam: fused, in-place optimizer steps on NumPy arrays.
 
 Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``,
-``adagrad_``, ``adamax_``, ``adadelta_``, ``radam_``, ``rprop_``), torch.optim-style classes
-(``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``, ``Adagrad``, ``Adamax``, ``Adadelta``,
-``RAdam``, ``Rprop``), and ``fastadam.reference``, the same rules in plain NumPy.
+``adagrad_``, ``adamax_``, ``adadelta_``, ``radam_``, ``rprop_``, ``nadam_``,
+``asgd_``), torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``, ``Adagrad``,
+``Adamax``, ``Adadelta``, ``RAdam``, ``Rprop``, ``NAdam``, ``ASGD``), and ``fastadam.reference``, the same rules in plain NumPy.
 """
 
 __version__ = "0.1.0"
@@ -22,10 +22,12 @@ from ._core import (  # noqa: E402
     adam_,
     adamax_,
     adamw_,
+    asgd_,
     available_simd_paths,
     get_num_threads,
     get_simd_path,
     lion_,
+    nadam_,
     radam_,
     rmsprop_,
     rprop_,
@@ -36,13 +38,14 @@ from ._core import (  # noqa: E402
 from .config import show_config  # noqa: E402
 from .flat import pack  # noqa: E402
 from .optim import (  # noqa: E402
-    SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Optimizer, RAdam, RMSprop, Rprop)
+    ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, Optimizer, RAdam, RMSprop,
+    Rprop)
 
 __all__ = [
     "sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "adagrad_", "adamax_", "adadelta_",
-    "radam_", "rprop_",
+    "radam_", "rprop_", "nadam_", "asgd_",
     "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax", "Adadelta", "RAdam",
-    "Rprop", "Optimizer",
+    "Rprop", "NAdam", "ASGD", "Optimizer",
     "pack", "show_config",
     "set_num_threads", "get_num_threads",
     "available_simd_paths", "get_simd_path", "set_simd_path",

@@ -73,15 +73,17 @@ def context(reg, reg_dir=HERE):
             hyper=[_Obj(name=h.name, cdecl=_cdecl(h, kinds)) for h in opt.hyper],
             state_names=tuple(s.name for s in opt.states),
             state_why=tuple(reg["why"](s) if s.when else "" for s in opt.states),
+            nscalars=len(opt.scalars), scalar_names=tuple(c.name for c in opt.scalars),
             min_per_thread=opt.min_per_thread or reg["DEFAULT_MIN_PER_THREAD"],
             grad_mul=(f"-1.0 if hp.d.{kname}.maximize else 1.0" if "maximize" in names
                       else "1.0")))
     for i, opt in enumerate(reg["OPTIMIZERS"]):
         base = first[opt.kernel]
         if [h.name for h in opt.hyper] != [h.name for h in base.hyper] or \
-                [s.name for s in opt.states] != [s.name for s in base.states]:
+                [s.name for s in opt.states] != [s.name for s in base.states] or \
+                [c.name for c in opt.scalars] != [c.name for c in base.scalars]:
             raise ValueError(f"{opt.name}: an entry sharing kernel {opt.kernel!r} must have "
-                             f"its hyperparameters and states")
+                             f"its hyperparameters, states and scalars")
         names = {h.name for h in opt.hyper}
         offered = [h for h in opt.hyper if h.name not in opt.fixed]
         read = []
@@ -102,7 +104,9 @@ def context(reg, reg_dir=HERE):
                 message = f"Invalid {s.name}: required when {reg['why'](s)}, got None"
                 missing.append(f"if ({_cexpr(s.when, names)}) and {s.name} is None:\n"
                                f"        raise ValueError({message!r})")
-        positional = ["param", "grad"] + [s.name for s in opt.states if s.when is None]
+        scalar_names = [c.name for c in opt.scalars]
+        positional = (["param", "grad"] + [s.name for s in opt.states if s.when is None]
+                      + scalar_names)
         kw_states = [s.name for s in opt.states if s.when is not None]
         order = [n for n in opt.order or (kw_states + [h.name for h in offered]
                                           + (["step"] if opt.step else []))
@@ -136,9 +140,11 @@ def context(reg, reg_dir=HERE):
             args=[h.name for h in offered], defaults=defaults, read_lines=read,
             need_lines=need, missing_lines=missing, state_names=[s.name for s in opt.states],
             signature=", ".join(sig), stub=", ".join(stub), doc=opt.doc,
+            scalar_names=scalar_names,
             required=" | ".join(f"({r})" for r in req), step_expr=step_expr,
             grad_mul=("-1.0 if h.maximize else 1.0" if "maximize" in names else "1.0")))
     return dict(dtypes=dtypes, kernels=kernels, entries=entries, max_states=reg["MAX_STATES"],
+                max_scalars=reg["MAX_SCALARS"],
                 dtype_names=" or ".join(d.name for d in dtypes))
 
 

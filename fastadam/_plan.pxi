@@ -25,7 +25,8 @@ cdef int _cmp_range(const void* a, const void* b) noexcept nogil:
 cdef class Plan:
     cdef readonly int kernel
     cdef readonly Py_ssize_t ntensors
-    cdef int nstates
+    cdef int nstates, nscalars
+    cdef tuple scalar_names
     cdef list params, states, param_names, grad_names
     cdef PyObject** arrays      # per tensor: param, then MAX_STATES states (NULL: absent)
     cdef tuple state_names, state_why
@@ -52,6 +53,8 @@ cdef class Plan:
             raise ValueError(f"Plan: invalid kernel {kernel}")
         self.kernel = kernel
         self.nstates = _NSTATES[kernel]
+        self.nscalars = _NSCALARS[kernel]
+        self.scalar_names = _SCALAR_NAMES[kernel]
         if not len(states) == len(keys) == n:
             raise ValueError("Plan: params, states and keys must have the same length")
         for i in range(n):
@@ -259,12 +262,33 @@ cdef class Plan:
                         f"{where}; no param or state was changed")
         return "Non-finite gradient"    # unreachable: the pre-pass found one
 
+    cdef tuple _scalars(self, object scalars, ScalarState* sc):
+        """The step's scalar states (one 0-d array per registry scalar, shared by every
+        tensor of this plan), checked and read into ``sc``."""
+        cdef Py_ssize_t k
+        cdef char* d
+        if not self.nscalars:
+            if scalars is not None and len(scalars):
+                raise ValueError(f"Invalid scalars: this optimizer has none, got {scalars!r}")
+            return ()
+        if type(scalars) is not tuple or len(<tuple>scalars) != self.nscalars:
+            raise TypeError(f"Invalid scalars: expected a tuple of {self.nscalars} 0-d arrays "
+                            f"{self.scalar_names}, got {type(scalars).__name__}")
+        _read_scalars(sc, <tuple>scalars, self.scalar_names, "state ")
+        _scalars_apart(<tuple>scalars, self.scalar_names, "state ", NULL, 0)
+        for k in range(self.nscalars):
+            d = <char*>cnp.PyArray_DATA(<cnp.ndarray>scalars[k])
+            if self._hits_written(d, d + cnp.PyArray_ITEMSIZE(<cnp.ndarray>scalars[k])):
+                raise ValueError(f"Invalid state {self.scalar_names[k]}: it shares memory "
+                                 f"with a param or optimizer state")
+        return <tuple>scalars
+
     cdef int _check(self, Hyperparams hyper, object step, Consts* c,
-                    double* grad_mul) except -1:
+                    double* grad_mul, ScalarState* sc) except -1:
         cdef int k
         if hyper.kernel != self.kernel:
             raise ValueError("Plan: built for another optimizer")
-        _prepare(hyper, c, grad_mul, _step(step))
+        _prepare(hyper, c, grad_mul, _step(step), sc)
         for k in range(self.nstates):
             if hyper.need[k] and not self.has_state[k]:
                 raise ValueError(f"Invalid {self.state_names[k]}: required when "
@@ -273,21 +297,27 @@ cdef class Plan:
         return 0
 
     def check(self, Hyperparams hyper not None, step, nonfinite="propagate",
-              max_grad_norm=None, grad_scale=None):
+              max_grad_norm=None, grad_scale=None, scalars=None):
         """Raise what :meth:`step` would raise for these arguments before it looks at the
         grads (the step's loop constants; a state the options need and the plan lacks; the
-        gradient policy). For callers that must check several plans before stepping any."""
+        gradient policy; the scalar states). For callers that must check several plans
+        before stepping any. Writes nothing (the scalar states neither)."""
         cdef Consts c
         cdef double grad_mul
         cdef GradPolicy pol
-        self._check(hyper, step, &c, &grad_mul)
+        cdef ScalarState sc
+        self._scalars(scalars, &sc)
+        self._check(hyper, step, &c, &grad_mul, &sc)
         _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
 
     def step(self, grads, Hyperparams hyper not None, step, nonfinite="propagate",
-             max_grad_norm=None, grad_scale=None):
+             max_grad_norm=None, grad_scale=None, scalars=None):
         """One step over every tensor: ``hyper`` from :func:`validate` (for this plan's
         kernel), ``step`` the 1-based number of this step, then the gradient policy
-        (nonfinite, max_grad_norm, grad_scale: see _grad_policy).
+        (nonfinite, max_grad_norm, grad_scale: see _grad_policy); ``scalars``: for an
+        optimizer with per-tensor scalar states (the registry's ``scalars``), a tuple of one
+        0-d array per scalar, the value every tensor of this plan has, advanced in place
+        when the step is applied.
 
         Binds and checks the grads, runs the pre-pass if the policy needs it, then the
         update. Returns False when the step was skipped (nonfinite="skip"), True when
@@ -298,7 +328,9 @@ cdef class Plan:
         cdef bint bad, prepass
         cdef int d
         cdef Py_ssize_t n
-        self._check(hyper, step, &c, &grad_mul)
+        cdef ScalarState sc
+        cdef tuple sct = self._scalars(scalars, &sc)
+        self._check(hyper, step, &c, &grad_mul, &sc)
         _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
         prepass = pol.nonfinite != NONFINITE_PROPAGATE or pol.max_norm > 0.0
         # The kernels run without the GIL: a second thread must not rebind the grads
@@ -331,6 +363,8 @@ cdef class Plan:
                     if n:
                         _run(self.kernel, d, &c, grad_mul, self.segs + self.first[d], n,
                              self.total[d])
+            if self.nscalars:
+                _write_scalars(&sc, sct)
             return True
         finally:
             self.busy = False

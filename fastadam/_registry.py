@@ -58,11 +58,23 @@ class State(NamedTuple):
     init: Any = 0.0
 
 
+class Scalar(NamedTuple):
+    """A per-tensor scalar state (NAdam's ``mu_product``, ASGD's ``eta``): one number per
+    tensor that the kernel's ``prepare`` reads with the step and advances once per call.
+    The functional takes it as a writable 0-d float32 or float64 array after the state
+    arrays and updates it in place in its own dtype (torch keeps these as 0-d tensors of its
+    scalar dtype); the classes keep one per param in its state."""
+    name: str
+    init: Any = 0.0     # the classes' initial value: a number or a hyperparameter's name
+
+
 class Optimizer(NamedTuple):
     name: str                       # the functional is fastadam.<name>_
     kernel: str                     # fastadam/kernels/<kernel>.pxi
     hyper: Tuple[Hyper, ...] = ()
     states: Tuple[State, ...] = ()
+    # Per-tensor scalar states, in the order the functional takes them (after the states).
+    scalars: Tuple[Scalar, ...] = ()
     # "required": the functional takes ``step=t`` (1-based) and the kernel's constants
     # depend on it; "optional": ``step=None`` by default (0 reaches the kernel);
     # None: no step.
@@ -353,6 +365,67 @@ OPTIMIZERS = (
     ``step_sizes[1]``, as torch's clamp).
     """),
     Optimizer(
+        "nadam", "nadam",
+        hyper=(
+            Hyper("lr", 2e-3, "nonneg"),
+            Hyper("betas", (0.9, 0.999), "unit_pair"),
+            Hyper("eps", 1e-8, "nonneg"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("momentum_decay", 4e-3, "nonneg"),
+            Hyper("decoupled_weight_decay", False, "flag"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        scalars=(Scalar("mu_product", init=1.0),),
+        step=REQUIRED,
+        order=("step", "lr", "betas", "eps", "weight_decay", "momentum_decay",
+               "decoupled_weight_decay", "maximize"),
+        classes="NAdam",
+        torch_setdefaults=dict(maximize=False, foreach=None, capturable=False,
+                               differentiable=False, decoupled_weight_decay=False),
+        bench=dict(step=10),
+        doc="""One NAdam step (torch.optim.NAdam's rule), in place; ``mu_product`` is the
+    tensor's product of the momentum coefficients so far (a writable 0-d float32 or float64
+    array, 1 before the first step), advanced in place in its own dtype.
+
+    ``g = -grad if maximize else grad``; weight decay: ``g += weight_decay*param`` (L2) or
+    ``param *= 1 - lr*weight_decay`` (decoupled);
+    ``mu = b1*(1 - 0.5*0.96**(step*momentum_decay))``, ``mu_next`` the same at ``step+1``;
+    ``mu_product *= mu``; ``exp_avg = lerp(exp_avg, g, 1-b1)``;
+    ``exp_avg_sq = b2*exp_avg_sq + (1-b2)*g*g``;
+    ``denom = sqrt(exp_avg_sq / (1 - b2**step)) + eps``;
+    ``param += -lr*(1-mu)/(1-mu_product) * g/denom``, then
+    ``param += -lr*mu_next/(1 - mu_product*mu_next) * exp_avg/denom``.
+    """),
+    Optimizer(
+        "asgd", "asgd",
+        hyper=(
+            Hyper("lr", 1e-2, "nonneg"),
+            Hyper("lambd", 1e-4, "finite"),
+            Hyper("alpha", 0.75, "finite"),
+            Hyper("t0", 1e6, "finite"),
+            Hyper("weight_decay", 0.0, "nonneg"),
+            Hyper("maximize", False, "flag"),
+        ),
+        states=(State("ax"),),
+        scalars=(Scalar("eta", init="lr"), Scalar("mu", init=1.0)),
+        step=REQUIRED,
+        order=("step", "lr", "lambd", "alpha", "t0", "weight_decay", "maximize"),
+        classes="ASGD",
+        torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
+                               capturable=False),
+        bench=dict(step=10),
+        doc="""One ASGD step (torch.optim.ASGD's rule), in place; ``eta`` and ``mu`` are the
+    tensor's step size and averaging rate (writable 0-d float32 or float64 arrays: ``lr``
+    and 1 before the first step), advanced in place in their own dtype; ``ax`` is the
+    average of the params.
+
+    ``g = -grad if maximize else grad``; ``g += weight_decay*param``;
+    ``param = param*(1 - lambd*eta) - eta*g``; ``ax = ax + (param - ax)*mu`` (``ax = param``
+    while ``mu == 1``); then ``eta = lr / (1 + lambd*lr*step)**alpha`` and
+    ``mu = 1 / max(1, step - t0)``.
+    """),
+    Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
         "roofline", "probe",
@@ -400,3 +473,5 @@ def why(state: State) -> str:
 
 
 MAX_STATES = max(len(opt.states) for opt in OPTIMIZERS)
+# (at least 1: a C array needs a size)
+MAX_SCALARS = max(1, max(len(opt.scalars) for opt in OPTIMIZERS))

@@ -110,6 +110,79 @@ cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject
     return dtype
 
 
+# ---------------------------------------------------------------------------- scalar states
+# A per-tensor scalar state (the registry's ``scalars``) is a writable 0-d float32 or
+# float64 array: read before the call, written after it in its own dtype.
+
+cdef int _read_scalars(ScalarState* sc, tuple arrays, tuple names, str where) except -1:
+    """Check each 0-d array of ``arrays`` (``where`` prefixes its name in messages) and
+    read its value and dtype into ``sc``."""
+    cdef Py_ssize_t k
+    cdef cnp.ndarray a
+    cdef int t
+    for k in range(len(arrays)):
+        obj = arrays[k]
+        name = where + names[k]
+        if not cnp.PyArray_Check(obj):
+            raise TypeError(f"Invalid {name}: expected a 0-d numpy.ndarray, got "
+                            f"{type(obj).__name__}")
+        a = <cnp.ndarray>obj
+        t = cnp.PyArray_TYPE(a)
+        if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(a):
+            raise TypeError(f"Invalid {name} dtype: expected float32 or float64 in native "
+                            f"byte order, got {a.dtype.str} ({a.dtype})")
+        if cnp.PyArray_NDIM(a) != 0:
+            raise ValueError(f"Invalid {name} shape: expected a 0-d array (shape ()), got "
+                             f"{_shape(a)}")
+        if not cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_C_CONTIGUOUS) or \
+                not cnp.PyArray_ISALIGNED(a):
+            raise ValueError(f"Invalid {name}: its data is not aligned to its itemsize")
+        if not cnp.PyArray_ISWRITEABLE(a):
+            raise ValueError(f"Invalid {name}: read-only, but it is updated in place")
+        sc.f32[k] = t == cnp.NPY_FLOAT32
+        sc.v[k] = (<float*>cnp.PyArray_DATA(a))[0] if sc.f32[k] else \
+            (<double*>cnp.PyArray_DATA(a))[0]
+    return 0
+
+
+cdef int _scalars_apart(tuple arrays, tuple names, str where, const Seg* s,
+                        Py_ssize_t nbytes) except -1:
+    """The scalar states (checked by _read_scalars) share no memory with each other nor,
+    when ``s`` is not NULL, with its param, grad or states (``nbytes`` each)."""
+    cdef Py_ssize_t k, j
+    cdef char* d
+    cdef char* e
+    for k in range(len(arrays)):
+        d = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrays[k])
+        nb = cnp.PyArray_ITEMSIZE(<cnp.ndarray>arrays[k])
+        for j in range(k):
+            e = <char*>cnp.PyArray_DATA(<cnp.ndarray>arrays[j])
+            if _overlap(d, nb, e, cnp.PyArray_ITEMSIZE(<cnp.ndarray>arrays[j])):
+                raise ValueError(f"Invalid {where}{names[k]}: it shares memory with "
+                                 f"{where}{names[j]}; every array must be a separate buffer")
+        if s == NULL:
+            continue
+        hit = _overlap(d, nb, <const char*>s.p, nbytes) or \
+            _overlap(d, nb, <const char*>s.g, nbytes)
+        for j in range(MAX_STATES):
+            hit = hit or _overlap(d, nb, <const char*>s.s[j], nbytes)
+        if hit:
+            raise ValueError(f"Invalid {where}{names[k]}: it shares memory with the param, "
+                             f"grad or a state; every array must be a separate buffer")
+    return 0
+
+
+cdef int _write_scalars(const ScalarState* sc, tuple arrays) except -1:
+    """Store the new values ``prepare`` left in ``sc``, each in its own dtype."""
+    cdef Py_ssize_t k
+    for k in range(len(arrays)):
+        if sc.f32[k]:
+            (<float*>cnp.PyArray_DATA(<cnp.ndarray>arrays[k]))[0] = <float>sc.v[k]
+        else:
+            (<double*>cnp.PyArray_DATA(<cnp.ndarray>arrays[k]))[0] = sc.v[k]
+    return 0
+
+
 # ---------------------------------------------------------------------------- scalars
 
 cdef double _real(object x, str name) except? -1.0:

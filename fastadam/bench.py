@@ -160,6 +160,11 @@ def make_case(opt: str, dtype, n: int, rng: np.random.Generator, with_torch: boo
     pp, pg, ps0, ps1 = _arrays(n, dtype, rng, 4)     # the probe's own arrays
     # the functional's call: states needed always are positional, the others keywords
     pos = [a for s, a in zip(used, states) if s.when is None]
+    # then the per-tensor scalar states, float32 0-d arrays (as torch's) from their initial
+    # values
+    hyper = {**{h.name: h.default for h in entry.hyper}, **entry.bench}
+    pos += [np.array(hyper[c.init] if isinstance(c.init, str) else c.init, np.float32)
+            for c in entry.scalars]
     kw = {**entry.bench, **{s.name: a for s, a in zip(used, states) if s.when is not None}}
     fast, ref = getattr(fastadam, f"{opt}_"), getattr(reference, f"{opt}_")
     fns: Dict[str, Callable[[], object]] = {

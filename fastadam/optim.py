@@ -34,7 +34,7 @@ from . import _core, _registry
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax",
-           "Adadelta", "RAdam", "Rprop"]
+           "Adadelta", "RAdam", "Rprop", "NAdam", "ASGD"]
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -76,17 +76,28 @@ class Optimizer:
         # kernels run without the GIL, and one step must never interleave with another.
         self._lock = threading.Lock()
         hyper = _core.validate(self._name, self.defaults)   # now, as torch
-        states = _registry.by_name(self._name).states
+        entry = _registry.by_name(self._name)
+        states = entry.states
+        # Per-tensor scalar states (NAdam's mu_product, ...): float32 0-d arrays, as torch's
+        # with its default dtype. Every param has one step count, so every param has the
+        # same values: each param's is a 0-d view of one buffer per scalar, one native call
+        # advances element 0 and the step copies it to the others.
+        self._scalar_bufs = tuple(np.full(len(arrays), _initial(c, self.defaults),
+                                          np.float32) for c in entry.scalars)
+        self._scalars = tuple(b[0:1].reshape(()) for b in self._scalar_bufs) or None
         self.state: Dict[Any, Dict[str, Any]] = {
-            key: {s.name: np.full(p.shape, _initial(s, self.defaults), p.dtype)
-                  for s, need in zip(states, hyper.needs) if need}
-            for key, p in zip(self._keys, arrays)
+            key: {**{c.name: b[i:i + 1].reshape(())
+                     for c, b in zip(entry.scalars, self._scalar_bufs)},
+                  **{s.name: np.full(p.shape, _initial(s, self.defaults), p.dtype)
+                     for s, need in zip(states, hyper.needs) if need}}
+            for i, (key, p) in enumerate(zip(self._keys, arrays))
         }
         self._plan = _core.Plan(
             hyper.kernel, arrays,
             [tuple(self.state[k].get(s.name) for s in states) for k in self._keys],
             [repr(k) for k in self._keys])
-        self._plan.check(hyper, 1, self.defaults["nonfinite"], self.defaults["max_grad_norm"])
+        self._plan.check(hyper, 1, self.defaults["nonfinite"], self.defaults["max_grad_norm"],
+                         scalars=self._scalars)
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -123,11 +134,13 @@ class Optimizer:
             group = self.param_groups[0]
             applied = self._plan.step(grads, _core.validate(self._name, group),
                                       self._step_count + 1, group["nonfinite"],
-                                      group["max_grad_norm"], grad_scale)
+                                      group["max_grad_norm"], grad_scale, self._scalars)
             computed = group["nonfinite"] != "propagate" or group["max_grad_norm"] is not None
             self._grad_norm = self._plan.grad_norm if computed else None
             if applied:
                 self._step_count += 1
+                for b in self._scalar_bufs:
+                    b[1:] = b[0]
         return applied
 
     def state_dict(self) -> Dict[str, Any]:
@@ -194,8 +207,15 @@ class Optimizer:
             steps.add(int(step))
         if len(steps) != 1:
             raise ValueError("Invalid state_dict['state']: the params have different steps")
-        self._plan.check(_core.validate(self._name, group), 1, group["nonfinite"],
-                         group["max_grad_norm"])
+        for c in _registry.by_name(self._name).scalars:
+            if len({state[key][c.name].tobytes() for key in self.state}) != 1:
+                raise ValueError(f"Invalid state_dict['state']: the params have different "
+                                 f"{c.name!r} (they share one step count, so one value)")
+        first = state[self._keys[0]]
+        scalars = tuple(np.array(first[c.name])
+                        for c in _registry.by_name(self._name).scalars) or None
+        self._plan.check(_core.validate(self._name, group), 1,
+                         group["nonfinite"], group["max_grad_norm"], scalars=scalars)
         self.param_groups[0] = dict(group, params=self.param_groups[0]["params"])
         for key, ours in self.state.items():
             for name, arr in ours.items():
@@ -407,4 +427,44 @@ class Adadelta(Optimizer):
     def __init__(self, params: Params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False,
                  nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class NAdam(Optimizer):
+    """NAdam (Dozat 2016; torch.optim.NAdam's rule), with L2 or decoupled weight decay.
+
+    Per param at step ``t``, with ``g`` as in :class:`Adam`:
+    ``mu = b1*(1 - 0.5*0.96**(t*momentum_decay))``, ``mu_next`` the same at ``t+1``;
+    ``mu_product *= mu``; ``m = lerp(m, g, 1-b1)``; ``v = b2*v + (1-b2)*g*g``;
+    ``denom = sqrt(v/(1 - b2**t)) + eps``;
+    ``p += -lr*(1-mu)/(1-mu_product) * g/denom``, then
+    ``p += -lr*mu_next/(1 - mu_product*mu_next) * m/denom``.
+    State: ``mu_product`` (a float32 0-d array, as torch's), ``exp_avg`` (m),
+    ``exp_avg_sq`` (v)."""
+
+    _name = "nadam"
+
+    def __init__(self, params: Params, lr: float = 2e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
+        super().__init__(params, _hyper(locals()))
+
+
+class ASGD(Optimizer):
+    """ASGD, averaged SGD (torch.optim.ASGD's rule).
+
+    Per param at step ``t``, with ``g`` as in :class:`SGD`:
+    ``p = p*(1 - lambd*eta) - eta*g``; ``ax = ax + (p - ax)*mu`` (``ax = p`` while
+    ``mu == 1``); then ``eta = lr / (1 + lambd*lr*t)**alpha``, ``mu = 1 / max(1, t - t0)``.
+    State: ``eta`` (``lr`` at first) and ``mu`` (1 at first), float32 0-d arrays as torch's,
+    and ``ax``, the averaged params."""
+
+    _name = "asgd"
+
+    def __init__(self, params: Params, lr: float = 1e-2, lambd: float = 1e-4,
+                 alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, *,
+                 maximize: bool = False, nonfinite: str = "propagate",
+                 max_grad_norm: Union[float, None] = None):
         super().__init__(params, _hyper(locals()))

@@ -53,7 +53,7 @@ from . import _core, _registry
 from .optim import _initial_value
 
 __all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad", "Adamax",
-           "Adadelta", "RAdam", "Rprop"]
+           "Adadelta", "RAdam", "Rprop", "NAdam", "ASGD"]
 
 _FLOATS = (torch.float32, torch.float64)
 _STRIDED = torch.strided
@@ -128,6 +128,17 @@ def _step_value(state: Dict[str, Any], what: str) -> float:
     return v
 
 
+def _scalar_value(t: Any, what: str) -> float:
+    """A per-tensor scalar state's value (a number or a one-element tensor)."""
+    if t is None:
+        raise ValueError(f"Invalid {what}: missing (torch.optim fails here too)")
+    try:
+        return float(t)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"Invalid {what}: expected a number or a one-element tensor, "
+                         f"got {t!r}") from None
+
+
 class _Entry:
     """One param group's params that have a gradient, checked once: their NumPy views,
     state tensors and views, data pointers (to notice a change), step counts, and the
@@ -142,13 +153,17 @@ class _Entry:
         self.params = params
         self.slots = slots
         self.names = [_where(group, gi, j) for j in pos]
-        self.keys = (("step",) if opt._has_step else ()) + tuple(s for s in slots if s)
+        self.scalar_names = opt._scalar_names
+        self.keys = ((("step",) if opt._has_step else ()) + self.scalar_names
+                     + tuple(s for s in slots if s))
         self.dtypes = [p.dtype for p in params]
         self.shapes = [p.shape for p in params]
         self.views: List[np.ndarray] = []
         self.state_views: List[Tuple[Optional[np.ndarray], ...]] = []
         self.new_states: List[Dict[str, Any]] = []   # per param: entries to add at commit
         steps: List[float] = []
+        scalar_values: List[List[float]] = [[] for _ in self.scalar_names]
+        scalar_f64: List[bool] = []     # per param: its scalar states are float64
         slot_tensors: List[Tuple[torch.Tensor, ...]] = []
         for p, name in zip(params, self.names):
             _check_tensor(p, name)
@@ -157,6 +172,17 @@ class _Entry:
             new = opt._new_state(p, group, st, slots)
             self.new_states.append(new)
             steps.append(opt._initial_step(st, new, name))
+            f64 = _scalar_dtype(group) == torch.float64
+            for k, (sname, init) in enumerate(zip(self.scalar_names, opt._scalar_inits)):
+                if sname in new:
+                    scalar_values[k].append(float(group[init]) if isinstance(init, str)
+                                            else float(init))
+                else:
+                    t = st.get(sname)
+                    scalar_values[k].append(_scalar_value(t, f"state {sname!r} of {name}"))
+                    if k == 0 and torch.is_tensor(t) and t.dtype in _FLOATS:
+                        f64 = t.dtype == torch.float64
+            scalar_f64.append(f64)
             merged = {**st, **new}
             row, tens = [], []
             for sname in slots:
@@ -185,8 +211,20 @@ class _Entry:
             self.step_buf = None
             self.steps = np.array(steps)
             step_views = [None] * n
-        self.tensors = [((sv,) if opt._has_step else ()) + tens
-                        for sv, tens in zip(step_views, slot_tensors)]
+        # Per-tensor scalar states (NAdam's mu_product, ...): like 'step', each param's state
+        # entry is a 0-d view of a buffer, one per scalar and dtype. The dtype: the param's
+        # existing tensor's (torch.optim's load_state_dict casts them to the param's dtype),
+        # else torch's scalar dtype; a run (one native call) has one.
+        self.scalar_f64 = np.array(scalar_f64, dtype=bool)
+        self.scalar_bufs = [(torch.tensor(v, dtype=torch.float32),
+                             torch.tensor(v, dtype=torch.float64)) for v in scalar_values]
+        self.scalar_np = [tuple(b.numpy() for b in pair) for pair in self.scalar_bufs]
+        scalar_views = [tuple(pair[int(f)][i] for pair in self.scalar_bufs)
+                        for i, f in enumerate(scalar_f64)]
+        self.one_dtype = bool(n) and bool(self.scalar_f64.all() or not self.scalar_f64.any())
+        self.scalars0 = self.scalar_args(0) if self.scalar_names and n else None
+        self.tensors = [((sv,) if opt._has_step else ()) + scv + tens
+                        for sv, scv, tens in zip(step_views, scalar_views, slot_tensors)]
         self.ptrs = [(p.data_ptr(),) + tuple(t.data_ptr() for t in tens)
                      for p, tens in zip(params, self.tensors)]
         # Byte ranges of everything the kernels write (for the cross-group overlap check).
@@ -252,24 +290,56 @@ class _Entry:
             ptrs.append(ptr)
         return out, ptrs
 
-    def runs(self, by_step: bool) -> List[Tuple["_core.Plan", float, Optional[np.ndarray]]]:
-        """(plan, step count before this step, indices or None for all) per distinct step
-        count: params whose gradient was None on some steps lag behind the others."""
+    def scalar_args(self, i: int) -> Tuple[np.ndarray, ...]:
+        """Param ``i``'s scalar states as the plan takes them: 0-d views of the buffers."""
+        f = int(self.scalar_f64[i])
+        return tuple(pair[f][i:i + 1].reshape(()) for pair in self.scalar_np)
+
+    def spread(self, rep: int, idx: Optional[np.ndarray]) -> None:
+        """After a run stepped param ``rep``'s scalar states, give them to the whole run
+        (whose scalar states all have ``rep``'s dtype)."""
+        f = int(self.scalar_f64[rep])
+        for pair in self.scalar_np:
+            a = pair[f]
+            if idx is None:
+                a[:] = a[rep]
+            else:
+                a[idx] = a[rep]
+
+    def runs(self, by_step: bool) -> List[Tuple["_core.Plan", float, Optional[np.ndarray],
+                                                  Optional[Tuple[np.ndarray, ...]], int]]:
+        """(plan, step count before this step, indices or None for all, the run's scalar
+        states, the param holding them) per distinct (step count, scalar values): params
+        whose gradient was None on some steps lag behind the others (one native call per
+        run; the usual case is one run)."""
         s = self.steps
-        if not by_step:
-            return [(self.plan, 0.0, None)]
+        scal = self.scalar_np
+        if not by_step and not scal:
+            return [(self.plan, 0.0, None, None, 0)]
         lo = float(s.min())
-        if lo == s.max():
+        f = int(self.scalar_f64[0]) if scal else 0
+        if lo == s.max() and (not scal or self.one_dtype and all(
+                pair[f].min() == pair[f].max() for pair in scal)):
             self._check_step(lo)
-            return [(self.plan, lo, None)]
-        values, inverse = np.unique(s, return_inverse=True)
+            return [(self.plan, lo, None, self.scalars0, 0)]
+        f64 = self.scalar_f64
+        rows = np.stack([s.astype(np.float64), f64.astype(np.float64)]
+                        + [np.where(f64, pair[1], pair[0].astype(np.float64))
+                           for pair in scal], 1)
+        values, inverse = np.unique(rows, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
         for v in values:
-            self._check_step(float(v))
+            self._check_step(float(v[0]))
         key = inverse.tobytes()
         if self.split is None or self.split[0] != key:
             parts = [np.flatnonzero(inverse == k) for k in range(len(values))]
             self.split = (key, [(idx, self._make_plan(idx)) for idx in parts])
-        return [(plan, float(v), idx) for v, (idx, plan) in zip(values, self.split[1])]
+        out = []
+        for v, (idx, plan) in zip(values, self.split[1]):
+            rep = int(idx[0])
+            out.append((plan, float(v[0]), idx,
+                        self.scalar_args(rep) if scal else None, rep))
+        return out
 
     def _check_step(self, v: float) -> None:
         # The step tensors are views anyone may write to: check what the kernel will use.
@@ -288,6 +358,8 @@ class _Entry:
                 st = opt.state[p]
                 st.update(new)
                 st["step"] = tens[0]
+                for k, sname in enumerate(self.scalar_names):
+                    st[sname] = tens[1 + k]
             elif new:               # SGD keeps no state without momentum, as torch
                 opt.state[p].update(new)
         self.new_states = []
@@ -310,6 +382,8 @@ class _Optimizer(_TorchOptimizer):
         cls._kernel = getattr(_core, f"KERNEL_{entry.kernel.upper()}")
         cls._state_names = tuple(s.name for s in entry.states)
         cls._state_inits = tuple(s.init for s in entry.states)
+        cls._scalar_names = tuple(c.name for c in entry.scalars)
+        cls._scalar_inits = tuple(c.init for c in entry.scalars)
         cls._has_step = entry.torch_step                # whether torch keeps state['step']
         cls._by_step = entry.step is not None           # whether the update depends on it
         cls._setdefaults = entry.torch_setdefaults      # what torch's __setstate__ fills in
@@ -332,7 +406,8 @@ class _Optimizer(_TorchOptimizer):
         if self._has_step:
             if state:
                 return {}
-            new: Dict[str, Any] = {"step": None}    # the shared step view, set at commit
+            # the shared step and scalar views, set at commit
+            new: Dict[str, Any] = {"step": None, **{c: None for c in self._scalar_names}}
         else:
             new = {}
         for name, init in zip(slots, self._state_inits):
@@ -447,19 +522,21 @@ class _Optimizer(_TorchOptimizer):
                 # Several plans: check what each one's step would refuse before any runs
                 # (one plan checks everything before it writes).
                 for entry, hyper, _, _, runs in work:
-                    for plan, step, _ in runs:
+                    for plan, step, _, scalars, _ in runs:
                         try:
-                            plan.check(hyper, int(step) + 1)
+                            plan.check(hyper, int(step) + 1, scalars=scalars)
                         except (TypeError, ValueError) as e:
                             raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
                 _check_disjoint(work)
             for entry, hyper, grads, _, runs in work:
-                for plan, step, idx in runs:
+                for plan, step, idx, scalars, rep in runs:
                     gl = grads if idx is None else [grads[i] for i in idx]
                     try:
-                        plan.step(gl, hyper, int(step) + 1)
+                        plan.step(gl, hyper, int(step) + 1, scalars=scalars)
                     except (TypeError, ValueError) as e:   # checked above: nothing written
                         raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
+                    if scalars is not None:
+                        entry.spread(rep, idx)
                 entry.commit(self)
                 self._advance(entry)
                 if _bump_versions is not None:
@@ -624,6 +701,67 @@ class Lion(_Optimizer):
                                       maximize=maximize))
 
 
+class NAdam(_Optimizer):
+    r"""NAdam (torch.optim.NAdam's signature, defaults, state and rule) on fastadam's kernel.
+
+    Per param at step ``t``: ``g = -grad if maximize else grad``; weight decay:
+    ``g = g + weight_decay*p`` (L2), or ``p = p*(1 - lr*weight_decay)`` with
+    ``decoupled_weight_decay=True``; ``mu = b1*(1 - 0.5*0.96**(t*momentum_decay))``,
+    ``mu_next`` the same at ``t+1``; ``mu_product = mu_product*mu``;
+    ``m = lerp(m, g, 1-b1)``; ``v = b2*v + (1-b2)*g*g``; ``denom = sqrt(v/(1-b2**t)) + eps``;
+    ``p = p - lr*(1-mu)/(1-mu_product) * g/denom
+    - lr*mu_next/(1-mu_product*mu_next) * m/denom``.
+
+    State per param: ``step`` and ``mu_product`` (0-d tensors of torch's scalar dtype),
+    ``exp_avg`` (m), ``exp_avg_sq`` (v). ``foreach`` is accepted and kept;
+    ``capturable``/``differentiable`` must be False.
+    """
+
+    _name = "nadam"
+
+    def __init__(self, params, lr: float = 2e-3, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, foreach: Optional[bool] = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False):
+        if isinstance(betas, list):
+            betas = tuple(betas)
+        super().__init__(params, dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+            momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize, foreach=foreach, capturable=capturable,
+            differentiable=differentiable))
+
+
+class ASGD(_Optimizer):
+    r"""ASGD, averaged SGD (torch.optim.ASGD's signature, defaults, state and rule) on
+    fastadam's kernel.
+
+    Per param at step ``t``: ``g = -grad if maximize else grad``; ``g = g + weight_decay*p``;
+    ``p = p*(1 - lambd*eta) - eta*g``; ``ax = ax + (p - ax)*mu`` (``ax = p`` while
+    ``mu == 1``); then ``eta = lr / (1 + lambd*lr*t)**alpha``, ``mu = 1 / max(1, t - t0)``.
+
+    State per param: ``step``, ``eta`` (``lr`` at first) and ``mu`` (1 at first), 0-d tensors
+    of torch's scalar dtype, and ``ax``. A new eta and mu are stored in their state's dtype
+    (torch.optim rounds them through its default dtype first, which differs only for a
+    float64 state, as its load_state_dict makes for a float64 param). ``lambd``, ``alpha``
+    and ``t0`` must be finite
+    (torch does not check them). ``foreach`` is accepted and kept;
+    ``capturable``/``differentiable`` must be False.
+    """
+
+    _name = "asgd"
+
+    def __init__(self, params, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
+                 t0: float = 1e6, weight_decay: float = 0, foreach: Optional[bool] = None,
+                 maximize: bool = False, differentiable: bool = False,
+                 capturable: bool = False):
+        super().__init__(params, dict(
+            lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+            foreach=foreach, maximize=maximize, differentiable=differentiable,
+            capturable=capturable))
+
+
 class Adagrad(_Optimizer):
     r"""Adagrad (torch.optim.Adagrad's signature, defaults, state and rule) on fastadam's
     kernel.
@@ -712,6 +850,8 @@ class Adadelta(_Optimizer):
         super().__init__(params, dict(
             lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
             capturable=capturable, foreach=foreach, differentiable=differentiable))
+
+
 class RAdam(_Optimizer):
     r"""RAdam (torch.optim.RAdam's signature, defaults, state and rule) on fastadam's kernel.
 
