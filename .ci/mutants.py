@@ -1,7 +1,7 @@
 """Injected faults: each is applied to a scratch copy of the sources, and the checks that
 must catch it are run on that copy and must fail, saying what they found. This repeats the
-table of deliberately broken kernels in docs/development.md; it is not part of .ci/run (about 10 minutes,
-most of it the sanitizer builds and suites).
+table of deliberately broken kernels in docs/development.md; it is not part of .ci/run
+(about 10 minutes, most of it the sanitizer builds and suites).
 
     python .ci/mutants.py                          # every fault, every check
     python .ci/mutants.py --only overflow          # one fault (names: --list)

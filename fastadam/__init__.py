@@ -1,9 +1,10 @@
 """fastadam: fused, in-place optimizer steps on NumPy arrays.
 
 Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``,
-``adagrad_``, ``adamax_``, ``adadelta_``, ``radam_``, ``rprop_``, ``nadam_``,
-``asgd_``), torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``, ``Adagrad``,
-``Adamax``, ``Adadelta``, ``RAdam``, ``Rprop``, ``NAdam``, ``ASGD``), and ``fastadam.reference``, the same rules in plain NumPy.
+``adagrad_``, ``adamax_``, ``adadelta_``, ``radam_``, ``rprop_``, ``nadam_``, ``asgd_``),
+torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``, ``Adagrad``,
+``Adamax``, ``Adadelta``, ``RAdam``, ``Rprop``, ``NAdam``, ``ASGD``), and
+``fastadam.reference``, the same rules in plain NumPy.
 """
 
 __version__ = "0.1.0"
