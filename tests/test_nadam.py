@@ -121,9 +121,6 @@ def test_class_state_dict_scalar_checks():
     sd = opt.state_dict()
     assert sd["state"]["a"]["mu_product"].tobytes() == sd["state"]["b"]["mu_product"].tobytes()
     bad = copy.deepcopy(sd)
-    bad["state"]["b"]["mu_product"] = np.array(0.5, np.float32)
-    with pytest.raises(ValueError, match="different 'mu_product'"):
-        opt.load_state_dict(bad)
     bad["state"]["b"]["mu_product"] = np.array(0.5)      # float64: not the state's dtype
     with pytest.raises(ValueError, match="mu_product"):
         opt.load_state_dict(bad)

@@ -107,7 +107,6 @@ def numpy_corruptions(info):
         "None step": _set(S + ("step",), None),
         "str step": _set(S + ("step",), "5"),
         "array step": _set(S + ("step",), np.array([5])),
-        "different steps": _set(S + ("step",), 4),
         "missing hyperparameter lr": _delete(G + ("lr",)),
         "missing max_grad_norm": _delete(G + ("max_grad_norm",)),
         f"extra hyperparameter {_other_hyper_name(info)}":
