@@ -367,7 +367,8 @@ cdef class Plan:
         grads (the step's loop constants; a state the options need and the plan lacks; the
         gradient policy; the scalar states). For callers that must check several plans
         before stepping any. Writes nothing (the scalar states neither)."""
-        self.check_runs([(hyper, step, scalars)], None, nonfinite, max_grad_norm, grad_scale)
+        self._steps(None, None, None, nonfinite, max_grad_norm, grad_scale, False, hyper, step,
+                    scalars)
 
     def check_runs(self, runs, run_of=None, nonfinite="propagate", max_grad_norm=None,
                    grad_scale=None):
@@ -386,8 +387,8 @@ cdef class Plan:
         Binds and checks the grads, runs the pre-pass if the policy needs it, then the
         update. Returns False when the step was skipped (nonfinite="skip"), True when
         applied. Everything is checked before anything is written."""
-        return self._steps(grads, [(hyper, step, scalars)], None, nonfinite, max_grad_norm,
-                           grad_scale, True)
+        return self._steps(grads, None, None, nonfinite, max_grad_norm, grad_scale, True,
+                           hyper, step, scalars)
 
     def step_runs(self, grads, runs, run_of=None, nonfinite="propagate", max_grad_norm=None,
                   grad_scale=None):
@@ -401,7 +402,9 @@ cdef class Plan:
         return self._steps(grads, runs, run_of, nonfinite, max_grad_norm, grad_scale, True)
 
     cdef object _steps(self, object grads, object runs, object run_of, object nonfinite,
-                       object max_grad_norm, object grad_scale, bint apply):
+                       object max_grad_norm, object grad_scale, bint apply,
+                       Hyperparams hyper=None, object step=None, object scalars=None):
+        # ``runs`` None: one run, (hyper, step, scalars), the lean path of step() and check()
         cdef Consts c1
         cdef double gm1, norm, coef, factor = 1.0, scale
         cdef ScalarState sc1
@@ -420,11 +423,15 @@ cdef class Plan:
         cdef Py_ssize_t* rtotal = NULL
         cdef double* blocks = self.blocks
         cdef double* rblocks = NULL
-        cdef list sct = []
-        if type(runs) is not list or not len(<list>runs):
+        cdef list sct = None
+        cdef tuple sct1 = None
+        if runs is None:
+            nruns = 1
+        elif type(runs) is not list or not len(<list>runs):
             raise TypeError("Invalid runs: expected a non-empty list of (hyper, step, "
                             "scalars) tuples")
-        nruns = len(<list>runs)
+        else:
+            nruns = len(<list>runs)
         if run_of is None:
             if nruns != 1:
                 raise ValueError(f"Invalid run_of: required with more than one run "
@@ -440,7 +447,15 @@ cdef class Plan:
                 sc = <ScalarState*>malloc(nruns * sizeof(ScalarState))
                 if c == NULL or grad_mul == NULL or sc == NULL:
                     raise MemoryError()
-            self._prepare_runs(runs, ro, c, grad_mul, sc, sct)
+            if runs is None:
+                sct1 = self._scalars(scalars, sc)
+                if hyper.kernel != self.kernel:
+                    raise ValueError("Plan: built for another optimizer")
+                _prepare(hyper, c, grad_mul, _step(step), sc)
+                self._check_states(hyper, NULL, 0)
+            else:
+                sct = []
+                self._prepare_runs(runs, ro, c, grad_mul, sc, sct)
             _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
             if not apply:
                 return None
@@ -505,7 +520,9 @@ cdef class Plan:
                         if n:
                             _run(self.kernel, b % N_DTYPES, &c[b // N_DTYPES],
                                  grad_mul[b // N_DTYPES] * scale, segs + first[b], n, total[b])
-                if self.nscalars:
+                if self.nscalars and runs is None:
+                    _write_scalars(sc, sct1)
+                elif self.nscalars:
                     for b in range(nruns):      # a run with no tensor advances nothing
                         if ro == NULL or first[(b + 1) * N_DTYPES] > first[b * N_DTYPES]:
                             _write_scalars(&sc[b], <tuple>sct[b])

@@ -291,18 +291,27 @@ class Optimizer:
         with self._lock:
             groups = self.param_groups
             gstep = self._group_step
-            if len(groups) == 1 and gstep[0] is not None and _core.first_none(grads) < 0:
-                # the common case, kept lean: one group, every param with a gradient
+            lean = len(groups) == 1 and gstep[0] is not None
+            if lean:
+                # the common case, kept lean: one group whose params share their step
                 group = groups[0]
                 nf, mgn = group["nonfinite"], group["max_grad_norm"]
-                applied = self._plan.step(grads, _core.validate(self._name, group),
-                                          gstep[0] + 1, nf, mgn, grad_scale,
-                                          self._group_scalars[0])
-                if applied:
-                    gstep[0] += 1
-                    for buf in self._scalar_bufs:       # every param as the first
-                        buf[1:] = buf[0]
-            else:
+                try:
+                    applied = self._plan.step(grads, _core.validate(self._name, group),
+                                              gstep[0] + 1, nf, mgn, grad_scale,
+                                              self._group_scalars[0])
+                except TypeError:
+                    # A None grad is refused there before anything is written: such a
+                    # step goes by runs (any other TypeError is raised again there).
+                    if type(grads) not in (list, tuple) or _core.first_none(grads) < 0:
+                        raise
+                    lean = False
+                else:
+                    if applied:
+                        gstep[0] += 1
+                        for buf in self._scalar_bufs:       # every param as the first
+                            buf[1:] = buf[0]
+            if not lean:
                 nf, mgn, applied = self._step_runs(grads, grad_scale)
             computed = nf != "propagate" or mgn is not None
             self._grad_norm = self._plan.grad_norm if computed else None
