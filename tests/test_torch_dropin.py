@@ -714,11 +714,19 @@ def compare_torch_states(info, hypers, params_a, opt_a, params_b, opt_b, where):
         sa, sb = opt_a.state[pa], opt_b.state[pb]
         assert sorted(sa) == sorted(sb) == sorted(expected_state_keys(info, h)), (i, list(sb))
         for k in sa:
-            if k == "step":
-                assert float(sb[k]) == float(sa[k]) and sb[k].dtype == sa[k].dtype, (i, k)
+            if k == "step" or k in info.scalar_names:
+                assert_same_scalar(sb[k], sa[k], f"{where}: {k} of param {i}")
             else:
                 pairs.setdefault((k, pa.dtype), []).append((f"{k} of param {i}", sa[k], sb[k]))
     assert_parity(info, pairs, where)
+
+
+def assert_same_scalar(ours, theirs, where):
+    """A step count or per-tensor scalar state: torch.optim's value, dtype and shape
+    exactly (fastadam computes them as torch.optim does, rounded to their dtype)."""
+    ours, theirs = _np(ours), _np(theirs)
+    assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape), where
+    assert ours.tobytes() == theirs.tobytes(), (where, ours, theirs)
 
 
 def run_torch_parity(info, groups, seed, steps=PARITY_STEPS, change=None):
@@ -819,7 +827,11 @@ def test_registry_numpy_class_parity(info, hyper, seed):
             assert sorted(k for k in sa if k != "step") == sorted(opt_b.state[i]) \
                 == sorted(info.state_names(hyper))
             for k, arr in opt_b.state[i].items():
-                pairs.setdefault((k, pa.dtype), []).append((f"{k} of param {i}", sa[k], arr))
+                if k in info.scalar_names:
+                    assert_same_scalar(arr, sa[k], f"{info.name}: {k} of param {i}")
+                else:
+                    pairs.setdefault((k, pa.dtype), []).append((f"{k} of param {i}", sa[k],
+                                                                arr))
             if info.torch_has_step:
                 assert float(sa["step"]) == opt_b.step_count == t + 1
         assert_parity(info, pairs, f"{info.name} seed {seed} after {t + 1} steps")
