@@ -28,6 +28,8 @@ What a row must give for the kernel tests (tests/test_registry_kernels.py):
   arrays): a 0-d array, float32 or float64 whatever the param's dtype (the kernel tests run
   both), float32 in the NumPy classes (``SCALAR_DTYPE``, torch's default dtype), compared
   exactly with torch.optim's.
+- ``grad_sample``, when the gradients should be other than "normal" (Rprop: exact zeros of
+  both signs, so that every branch of its sign rule runs): a function (rng, shape, dtype).
 - ``fix_states``, when random states need a relation between them to keep the rule real
   (RMSprop centered: ``square_avg >= grad_avg**2``): a function that adjusts the dict of
   state arrays in place.
@@ -145,6 +147,7 @@ class OptimizerInfo:
     bitwise: Callable[[Mapping[str, Any]], bool] = lambda h: False
     fix_states: Optional[Callable[[Dict[str, Any]], None]] = None
     kernel_call: Optional[Callable[..., None]] = None
+    grad_sample: Any = "normal"     # how the kernel tests draw gradients (as State.sample)
     torch_reload_dtypes: Tuple[str, ...] = ("float32", "float64")
 
     def __post_init__(self):
@@ -496,13 +499,12 @@ LION = OptimizerInfo(
 
 _STEP_BAD = BAD_STEPS + [Bad({"step": None}, TypeError, "step", where=("functional",))]
 
-# initial_accumulator_value only sets the classes' initial ``sum`` (not a kernel argument):
-# tests/test_adagrad.py covers it.
 ADAGRAD = OptimizerInfo(
     name="Adagrad", cls=fastadam.Adagrad, kernel=fastadam.adagrad_,
     reference=reference.adagrad_,
     arrays=("param", "grad", "sum"),
-    states=(State("sum", lambda h: True, sample="pos"),),
+    # initial_accumulator_value: the classes' initial ``sum`` (not a kernel argument)
+    states=(State("sum", lambda h: True, sample="pos", init="initial_accumulator_value"),),
     defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                   eps=1e-10, maximize=False, **_POLICY),
     kernel_defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
@@ -514,7 +516,9 @@ ADAGRAD = OptimizerInfo(
         # torch.optim.Adagrad checks ``not 0.0 <= x``: NaN fails it, inf passes
         _nonneg("lr") + _nonneg("lr_decay") + _nonneg("weight_decay")
         + [Bad(b.over, b.exc, b.arg, b.torch, ("class", "torch"), construction_only=True)
-           for b in _nonneg("initial_accumulator_value")]
+           for b in _nonneg("initial_accumulator_value")
+           + [Bad({"initial_accumulator_value": True}, TypeError, "initial_accumulator_value",
+                  None)]]
         + _eps() + _flag("maximize") + _STEP_BAD + _policy()),
     kernel_step="required",
     bitwise=lambda h: True,     # the kernel does the reference's operations in its order
@@ -628,6 +632,12 @@ def _step_sizes():
     ]
 
 
+def _rprop_grad(rng, shape, dtype):
+    """Normal, a fifth of the elements +0 and a tenth -0: every branch of the sign rule."""
+    g, u = rng.standard_normal(shape), rng.random(shape)
+    return np.array(np.where(u < 0.2, 0.0, np.where(u < 0.3, -0.0, g)), dtype)
+
+
 RPROP = OptimizerInfo(
     name="Rprop", cls=fastadam.Rprop, kernel=fastadam.rprop_, reference=reference.rprop_,
     arrays=("param", "grad", "prev", "step_size"),
@@ -646,6 +656,7 @@ RPROP = OptimizerInfo(
     bad=tuple(_nonneg("lr") + _etas() + _step_sizes() + _flag("maximize") + _policy()),
     kernel_step="none",
     bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+    grad_sample=_rprop_grad,
 )
 
 

@@ -122,7 +122,7 @@ def trajectory(info, hyper, use_step, dtype, n, steps, seed=0, check_at=(),
     p = rand(rng, n, dtype)
     states = random_states(info, hyper, rng, n, dtype, scalar_dtype)
     p_ref, states_ref = p.copy(), copy_states(states)
-    pool = [rand(rng, n, dtype) for _ in range(min(steps, GRAD_POOL))]
+    pool = [draw(info.grad_sample, rng, n, dtype) for _ in range(min(steps, GRAD_POOL))]
     pool_before = [g.copy() for g in pool]
     for t in range(1, steps + 1):
         g = pool[(t - 1) % len(pool)]
@@ -228,7 +228,7 @@ def test_functional_defaults_are_the_rows(info, dtype):
     p_ref, states_ref = p.copy(), copy_states(states)
     step = {} if info.kernel_step == "none" else {"step": 3}
     for t in range(2):
-        g = rand(rng, ODD, dtype)
+        g = draw(info.grad_sample, rng, ODD, dtype)
         info.kernel(p, g, *(states[n] for n in info.arrays[2:]),
                     **{n: states[n] for n in info.optional if n in states}, **step)
         info.call(info.reference, p_ref, g, states_ref, {}, step.get("step"))
@@ -242,7 +242,7 @@ def simd_run(info, hyper, use_step, dtype, n, wide, steps=4):
     p = rand(rng, n, dtype)
     states = random_states(info, hyper, rng, n, dtype)
     for t in range(1, steps + 1):
-        g = rand(rng, n, dtype)
+        g = draw(info.grad_sample, rng, n, dtype)
         if wide:    # magnitudes from subnormal to large, and exact zeros
             lo, hi = (-44, 6) if dtype == np.float32 else (-318, 60)
             g *= (10.0 ** rng.uniform(lo, hi, n)).astype(dtype)
@@ -294,7 +294,7 @@ def thread_mismatches(name):
         rng = np.random.default_rng(n)
         p0 = rand(rng, n, dtype)
         states0 = random_states(info, hyper, rng, n, dtype)
-        grads = [rand(rng, n, dtype) for _ in range(steps)]
+        grads = [draw(info.grad_sample, rng, n, dtype) for _ in range(steps)]
 
         def run(threads):
             fastadam.set_num_threads(threads)
