@@ -874,8 +874,9 @@ _TORCH_NEW_BAD, _TORCH_NEW_BAD_IDS = registry.bad_cases("torch", construction=Tr
 
 
 def registry_arrays(info, dtype=np.float32, shape=SHAPE):
-    """Every array of one call of ``info``'s kernel (all states included)."""
-    return {name: random_array(name, shape, dtype, seed)
+    """Every array of one call of ``info``'s kernel (all states included; a per-tensor
+    scalar state 0-d)."""
+    return {name: random_array(name, () if name in info.scalar_names else shape, dtype, seed)
             for seed, name in enumerate(info.arrays + info.optional)}
 
 
@@ -908,6 +909,62 @@ def test_registry_functional_bad_hyperparameter(info, bad, dtype):
     snap = snapshot(*arrays.values())
     with pytest.raises(bad.exc, match=names_first(re.escape(bad.arg))):
         registry_call(info, arrays, registry_kernel_hyper(info, bad.over))
+    assert_unchanged(snap)
+
+
+@pytest.mark.parametrize("info", [i for i in registry.OPTIMIZERS if i.kernel_step == "required"],
+                         ids=lambda i: i.name)
+def test_registry_functional_without_step(info):
+    """A kernel whose update depends on the step refuses a call without one."""
+    arrays = registry_arrays(info)
+    snap = snapshot(*arrays.values())
+    with pytest.raises(TypeError, match="step"):
+        registry_call(info, arrays, dict(info.kernel_defaults))
+    assert_unchanged(snap)
+
+
+def _bad_scalar(info, name, how, arrays):
+    """(bad value for scalar state ``name``, exception, regex of the message)."""
+    a, other = arrays[name], next((n for n in info.scalar_names if n != name), None)
+    first = names_first(name)
+    if how == "the param's memory":
+        return arrays["param"].reshape(-1)[2:3].reshape(()), ValueError, first
+    if how == "a state array's memory":
+        state = next(n for n in info.arrays[2:] if n not in info.scalar_names)
+        return arrays[state].reshape(-1)[:1].reshape(()), ValueError, first
+    if how == "another scalar's array":
+        return arrays[other], ValueError, shares_memory_message(name, other)
+    maker, exc = {
+        "None": (lambda: None, TypeError), "a float": (lambda: 0.5, TypeError),
+        "1-element": (lambda: a.reshape(1).copy(), ValueError),
+        "param-shaped": (lambda: np.zeros(SHAPE, a.dtype), ValueError),
+        "int64": (lambda: a.astype(np.int64), TypeError),
+        "float16": (lambda: a.astype(np.float16), TypeError),
+        "byteswapped": (lambda: a.astype(a.dtype.newbyteorder(">")), TypeError),
+        "read-only": (lambda: _readonly(a), ValueError)}[how]
+    return maker(), exc, first
+
+
+SCALAR_BAD = ("None", "a float", "1-element", "param-shaped", "int64", "float16",
+              "byteswapped", "read-only", "the param's memory", "a state array's memory",
+              "another scalar's array")
+_SCALAR_BAD = [pytest.param(info, name, how, id=f"{info.name}-{name}-{how}")
+               for info in registry.OPTIMIZERS for name in info.scalar_names
+               for how in SCALAR_BAD
+               if how != "another scalar's array" or len(info.scalar_names) > 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("info, name, how", _SCALAR_BAD)
+def test_registry_functional_bad_scalar_state(info, name, how, dtype):
+    """A per-tensor scalar state must be a writable, native-order, 0-d float32 or float64
+    array of its own memory: anything else is refused, naming it, and nothing is written
+    (the scalar states neither)."""
+    arrays = registry_arrays(info, dtype)
+    arrays[name], exc, match = _bad_scalar(info, name, how, arrays)
+    snap = snapshot(*arrays.values())
+    with pytest.raises(exc, match=match):
+        registry_call(info, arrays, registry_kernel_hyper(info, {}))
     assert_unchanged(snap)
 
 
