@@ -766,7 +766,8 @@ class Adagrad(_Optimizer):
 
     State per param, made when the optimizer is built (as torch.optim.Adagrad does):
     ``step`` (a 0-d tensor of torch's scalar dtype, float32 with ``fused=True``) and ``sum``
-    filled with ``initial_accumulator_value``. ``eps`` must be > 0 (torch also accepts 0).
+    filled with the constructor's ``initial_accumulator_value`` (a group's own value is
+    kept in the group but not used, as in torch.optim). ``eps`` must be > 0 (torch also accepts 0).
     ``foreach``/``fused`` are accepted and kept; ``differentiable`` must be False.
     """
 
@@ -785,9 +786,16 @@ class Adagrad(_Optimizer):
         for group in self.param_groups:
             self._init_state(group)
 
+    def _new_state(self, p: torch.Tensor, group: Dict[str, Any], state: Dict[str, Any],
+                   slots: Tuple[Optional[str], ...]) -> Dict[str, Any]:
+        # torch.optim.Adagrad fills every param's sum from the constructor's
+        # initial_accumulator_value, whatever the param's group says (added groups too)
+        return super()._new_state(p, dict(group, initial_accumulator_value=self.defaults[
+            "initial_accumulator_value"]), state, slots)
+
     def _init_state(self, group: Dict[str, Any]) -> None:
         value = _initial_value("initial_accumulator_value",
-                               group["initial_accumulator_value"])
+                               self.defaults["initial_accumulator_value"])
         for p in group["params"]:
             state = self.state[p]
             if not state:

@@ -115,18 +115,20 @@ def test_adagrad_checkpoint_before_any_step_continues_in_torch(dtype):
         assert_close(x.numpy(), y.numpy(), "param from a fresh checkpoint")
 
 
-@pytest.mark.xfail(strict=True, reason="divergence from torch.optim: torch.optim.Adagrad fills "
-                   "every group's sum from the constructor's initial_accumulator_value (a "
-                   "group's own value is ignored); fastadam.torch.Adagrad from the group's")
 def test_adagrad_group_initial_accumulator_value_as_torch():
     needs_torch()
     sums = []
     for cls in (torch.optim.Adagrad, ft.Adagrad):
-        a, b = torch.zeros(2), torch.zeros(2)
+        a, b, c = torch.zeros(2), torch.zeros(2), torch.zeros(2)
         opt = cls([{"params": [a]}, {"params": [b], "initial_accumulator_value": 0.3}],
                   initial_accumulator_value=0.1)
-        sums.append([opt.state[a]["sum"].tolist(), opt.state[b]["sum"].tolist()])
+        opt.add_param_group({"params": [c], "initial_accumulator_value": 0.7})
+        for p in (a, b, c):
+            p.grad = torch.ones(2)
+        opt.step()
+        sums.append([opt.state[p]["sum"].tolist() for p in (a, b, c)])
     assert sums[1] == sums[0]
+    assert [s[0] for s in sums[0]] == pytest.approx([1.1, 1.1, 1.1])   # the constructor's
 
 
 # ---------------------------------------------------------------------------- Adamax
@@ -547,3 +549,18 @@ def test_lion_state_dict_moves_both_ways():
     _run(opt_c, c, grads[14:])
     for x, y in zip(c, ref):
         assert_close(x.numpy(), y.numpy())
+
+
+@pytest.mark.parametrize("alpha", [7e8, -7e8, 1e308, -1e308])
+def test_asgd_reference_eta_overflows_as_the_kernel(alpha):
+    """eta = lr / (1 + lambd*lr*t)**alpha with an extreme alpha: the reference computes it
+    in IEEE float64 as the kernel does (0 or inf), instead of raising as Python floats'
+    ** and / would."""
+    out = []
+    for fn in (fastadam.asgd_, reference.asgd_):
+        p, g, ax = np.ones(5), np.full(5, 0.5), np.zeros(5)
+        eta, mu = np.array(0.01), np.array(1.0)
+        fn(p, g, ax, eta, mu, step=3, alpha=alpha)
+        out.append((p.tobytes(), ax.tobytes(), eta.tobytes(), mu.tobytes()))
+    assert out[0] == out[1]
+    assert float(np.frombuffer(out[0][2])[0]) in (0.0, np.inf)
