@@ -168,9 +168,10 @@ class Optimizer:
                               for s, need in zip(entry.states, h.needs) if need}
         group_of = np.concatenate([np.full(len(g["params"]), gi, np.intp)
                                    for gi, g in enumerate(all_groups)])
-        bufs = tuple(np.concatenate([old] + [np.full(len(g["params"]), _initial(c, g),
-                                                     np.float32) for g in new_groups])
-                     for c, old in zip(entry.scalars, self._scalar_bufs))
+        with np.errstate(over="ignore"):    # an lr beyond float32's range: inf, as torch
+            bufs = tuple(np.concatenate([old] + [np.full(len(g["params"]), _initial(c, g),
+                                                         np.float32) for g in new_groups])
+                         for c, old in zip(entry.scalars, self._scalar_bufs))
         arrays = [p for g in all_groups for p in g["params"]]
         plan = _core.Plan(_core.validate(self._name, self.defaults).kernel, arrays,
                           [tuple(state[k].get(s.name) for s in entry.states) for k in keys],

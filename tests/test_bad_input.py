@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import fastadam
+import optimizers as registry
 
 SHAPE = (4, 6)                  # 2-D, so transposed / Fortran-order views exist
 DTYPES = [np.float32, np.float64]
@@ -442,14 +443,10 @@ def test_functional_numpy_scalars_are_valid(kernel):
 
 # ============================================================================ optimizer classes
 
-CLASSES = {
-    # name: (class, hyperparameters that make every state array needed, functional twin)
-    "SGD": (fastadam.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01), "sgd_"),
-    "RMSprop": (fastadam.RMSprop,
-                dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01), "rmsprop_"),
-    "Adam": (fastadam.Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.01), "adam_"),
-    "AdamW": (fastadam.AdamW, dict(lr=0.01, amsgrad=True), "adamw_"),
-}
+# name: (class, hyperparameters that make every state array needed, functional twin), for
+# every row of the test registry
+CLASSES = {info.name: (info.cls, info.rich(), info.kernel.__name__)
+           for info in registry.OPTIMIZERS}
 # Three tensors: the float64 one in the middle, so both dtype groups of the plan are used;
 # the first and last have the same shape and dtype, so the last grad can be the first param.
 PARAM_SPECS = [(SHAPE, np.float32), ((5,), np.float64), (SHAPE, np.float32)]
@@ -519,7 +516,10 @@ def test_step_bad_last_grad(name, bad, structure):
 
 
 def state_names(name):
-    return list(make_opt(name, warm=False)[0].state[0])
+    """The param-shaped state arrays (a class's 0-d scalar states are views of its own
+    buffers, which the step writes through its own views: the scalar-state tests of the
+    registry section cover them)."""
+    return [k for k, a in make_opt(name, warm=False)[0].state[0].items() if a.ndim]
 
 
 def _overlapping_grad(opt, params, target):
@@ -620,7 +620,8 @@ def test_step_state_needed_after_construction(name, built, later, state):
 
 # ---------------------------------------------------------------------------- hyperparameters
 
-CLASS_HYPER = [(name, over, exc, arg) for name, (_, _, k) in CLASSES.items()
+# (the first optimizers' hand-written cases; every row's registry cases run below)
+CLASS_HYPER = [(name, over, exc, arg) for name, (_, _, k) in CLASSES.items() if k in HYPER
                for over, exc, arg in HYPER[k] if "step" not in over]
 
 
@@ -864,7 +865,6 @@ def test_step_read_only_grads_are_valid(name):
 # the functional kernel, the NumPy class (at construction and set between steps) and
 # fastadam.torch (at construction, against torch.optim's own constructor).
 
-import optimizers as registry  # noqa: E402
 
 _FUNCTIONAL_BAD, _FUNCTIONAL_BAD_IDS = registry.bad_cases("functional")
 _CLASS_BAD, _CLASS_BAD_IDS = registry.bad_cases("class")
