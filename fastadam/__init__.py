@@ -12,6 +12,9 @@ __version__ = "0.1.0"
 try:
     from . import _core  # noqa: F401
 except ImportError as e:  # pragma: no cover - only in an unbuilt source tree
+    import importlib.util
+    if importlib.util.find_spec(f"{__name__}._core") is not None:
+        raise      # built, but it fails to load (a missing library, say): say that
     raise ImportError(
         f"fastadam's compiled modules are missing from {__path__[0]}: this is the source "
         "tree, not an installed fastadam. Install it (pip install .) and run from another "

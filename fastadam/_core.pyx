@@ -12,7 +12,7 @@ from cpython.number cimport PyNumber_Check
 from cpython.ref cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.math cimport NAN, isfinite, pow, sqrt
-from libc.stdlib cimport free, malloc, qsort
+from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcmp
 
 from fastadam._kernels cimport *

@@ -9,6 +9,12 @@
 # in float64 and whether any element is NaN or inf. The update pass then multiplies every
 # grad element by one combined factor (maximize sign, clipping, loss-scale), so clipping and
 # unscaling cost one extra read of the grads, not torch's separate passes.
+#
+# A step may also be several runs (step_runs): each tensor of the plan in one run or in none
+# (its grad None: it and its states are left alone), each run with its own hyperparameters,
+# step number and scalar states. The NumPy classes use this for param groups and for params
+# whose step counts differ; it is still one native call, one pre-pass over every grad taking
+# part (so clipping uses the norm of all of them), then the kernels run after run.
 
 cdef struct Range:
     char* lo
@@ -30,8 +36,9 @@ cdef class Plan:
     cdef list params, states, param_names, grad_names
     cdef PyObject** arrays      # per tensor: param, then MAX_STATES states (NULL: absent)
     cdef tuple state_names, state_why
-    cdef bint has_state[MAX_STATES]
+    cdef bint has_state[MAX_STATES]     # every tensor has state k
     cdef Seg* segs              # grouped by dtype, in the kernel table's dtype order
+    cdef Seg* rsegs             # step_runs' scratch: the segments taking part, by run, dtype
     cdef Py_ssize_t* slot       # tensor i -> its index in segs
     cdef int* dtype             # tensor i -> its dtype code
     cdef Py_ssize_t first[N_DTYPES + 1]     # dtype d's segments: segs[first[d]:first[d+1]]
@@ -39,13 +46,13 @@ cdef class Plan:
     cdef Range* written         # byte ranges of every param and state, sorted, disjoint
     cdef Py_ssize_t nwritten
     cdef double* blocks         # pre-pass scratch: one partial sum per block
-    cdef Py_ssize_t block0[N_DTYPES]        # dtype d's first block in ``blocks``
     cdef bint busy              # a step is running (its GIL-free part may be in flight)
     cdef readonly double grad_norm  # the last pre-pass's 2-norm of the unscaled grads
 
     def __cinit__(self, int kernel, list params, list states, list keys):
         """params: arrays; states: per tensor a tuple of the kernel's state arrays (its
-        registry order) or None; keys: the reprs used in messages ("0", "'w'")."""
+        registry order), None for a state that tensor lacks; keys: the reprs used in
+        messages ("0", "'w'")."""
         cdef Py_ssize_t i, n = len(params), nb = 0
         cdef int k, d
         cdef PyObject* st[MAX_STATES]
@@ -68,16 +75,18 @@ cdef class Plan:
         self.param_names = [f"params[{key}]" for key in keys]
         self.grad_names = [f"grads[{key}]" for key in keys]
         self.segs = <Seg*>malloc(max(n, 1) * sizeof(Seg))
+        self.rsegs = <Seg*>malloc(max(n, 1) * sizeof(Seg))
         self.slot = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
         self.dtype = <int*>malloc(max(n, 1) * sizeof(int))
         self.written = <Range*>malloc(max((1 + self.nstates) * n, 1) * sizeof(Range))
         # (a fixed stride, so that the per-step re-check loops a constant count)
         self.arrays = <PyObject**>malloc(max((1 + MAX_STATES) * n, 1) * sizeof(PyObject*))
-        if (self.segs == NULL or self.slot == NULL or self.dtype == NULL
+        if (self.segs == NULL or self.rsegs == NULL or self.slot == NULL or self.dtype == NULL
                 or self.written == NULL or self.arrays == NULL):
             raise MemoryError()
         for k in range(MAX_STATES):
-            self.has_state[k] = n > 0 and k < self.nstates and states[0][k] is not None
+            self.has_state[k] = n > 0 and k < self.nstates and all(
+                states[i][k] is not None for i in range(n))
         # Validate in tensor order, then lay the segments out grouped by dtype.
         cdef Seg* checked = <Seg*>malloc(max(n, 1) * sizeof(Seg))
         if checked == NULL:
@@ -90,9 +99,6 @@ cdef class Plan:
             for i in range(n):
                 for k in range(self.nstates):
                     x = states[i][k]
-                    if (x is not None) != self.has_state[k]:
-                        raise ValueError(f"Plan: {self.param_names[i]} lacks "
-                                         f"{self.state_names[k]}")
                     st[k] = <PyObject*>x if x is not None else NULL
                 try:
                     self.dtype[i] = _check_tensor(&checked[i], 0, params[i], None, st,
@@ -120,7 +126,6 @@ cdef class Plan:
                     <PyObject*>x if x is not None else NULL
         self._index_written()
         for d in range(N_DTYPES):
-            self.block0[d] = nb
             nb += _sumsq_nblocks(self.total[d])
         self.blocks = <double*>malloc(max(nb, 1) * sizeof(double))
         if self.blocks == NULL:
@@ -129,6 +134,7 @@ cdef class Plan:
 
     def __dealloc__(self):
         free(self.segs)
+        free(self.rsegs)
         free(self.slot)
         free(self.dtype)
         free(self.written)
@@ -201,8 +207,9 @@ cdef class Plan:
                                  f"writability changed since the optimizer was built")
         return 0
 
-    cdef int _bind(self, object grads) except -1:
-        """Check every param, state and grad; point the segments at the grads."""
+    cdef int _bind(self, object grads, const Py_ssize_t* run_of) except -1:
+        """Check every param, state and grad; point the segments at the grads. With
+        ``run_of`` (step_runs), a tensor in no run (-1) must have the grad None."""
         cdef Py_ssize_t i, nb
         cdef Seg* s
         cdef cnp.ndarray p
@@ -218,6 +225,12 @@ cdef class Plan:
             s = &self.segs[self.slot[i]]
             self._recheck(i)
             g = grads[i]
+            if run_of != NULL and run_of[i] < 0:
+                if g is not None:
+                    raise ValueError(f"Invalid {self.grad_names[i]}: its param takes no part "
+                                     f"in this step (run -1), so it must be None")
+                s.g = NULL
+                continue
             _check_array(g, self.grad_names[i], p, False)
             gd = <char*>cnp.PyArray_DATA(g)
             nb = cnp.PyArray_NBYTES(g)
@@ -227,31 +240,37 @@ cdef class Plan:
             s.g = gd
         return 0
 
-    cdef bint _prepass(self) noexcept nogil:
-        """Set grad_norm from every grad; return whether any element is NaN or inf."""
-        cdef double sumsq, total = 0.0
+    cdef bint _prepass(self, const Seg* segs, const Py_ssize_t* first,
+                       const Py_ssize_t* total, Py_ssize_t nbuckets,
+                       double* blocks) noexcept nogil:
+        """Set grad_norm from the grads of the buckets ``segs[first[b]:first[b+1]]`` (bucket
+        b of dtype b % N_DTYPES, ``total[b]`` elements); return whether any element is NaN or
+        inf. ``blocks``: scratch for every bucket's blocks, in bucket order."""
+        cdef double sumsq, norm2 = 0.0
         cdef bint bad = False
         cdef int d
-        cdef Py_ssize_t n
-        for d in range(N_DTYPES):
-            n = self.first[d + 1] - self.first[d]
+        cdef Py_ssize_t b, n
+        for b in range(nbuckets):
+            n = first[b + 1] - first[b]
             if not n:
                 continue
-            sumsq = _run_sumsq(d, self.segs + self.first[d], n, self.total[d],
-                               self.blocks + self.block0[d])
-            total = total + sumsq
+            d = b % N_DTYPES
+            sumsq = _run_sumsq(d, segs + first[b], n, total[b], blocks)
+            blocks += _sumsq_nblocks(total[b])
+            norm2 = norm2 + sumsq
             # Only a float64 square can overflow a double: for the narrower dtypes a
             # non-finite sum means a NaN or inf element.
-            if not isfinite(sumsq) and (d != F64 or
-                                        _any_nonfinite_f64(self.segs + self.first[d], n)):
+            if not isfinite(sumsq) and (d != F64 or _any_nonfinite_f64(segs + first[b], n)):
                 bad = True
-        self.grad_norm = sqrt(total)
+        self.grad_norm = sqrt(norm2)
         return bad
 
     cdef str _first_nonfinite(self, object grads):
         # Only on the error path: find it again with NumPy, in tensor order. (asarray: a
         # subclass's own methods, np.matrix's say, play no part.)
         for i in range(self.ntensors):
+            if grads[i] is None:
+                continue
             g = np.asarray(grads[i])
             flat = g.reshape(-1)
             bad = ~np.isfinite(flat)
@@ -283,18 +302,64 @@ cdef class Plan:
                                  f"with a param or optimizer state")
         return <tuple>scalars
 
-    cdef int _check(self, Hyperparams hyper, object step, Consts* c,
-                    double* grad_mul, ScalarState* sc) except -1:
+    cdef int _check_states(self, Hyperparams hyper, const Py_ssize_t* run_of,
+                           Py_ssize_t r) except -1:
+        """Every tensor of run ``r`` (all of them without ``run_of``) has the states the
+        run's options use."""
         cdef int k
-        if hyper.kernel != self.kernel:
-            raise ValueError("Plan: built for another optimizer")
-        _prepare(hyper, c, grad_mul, _step(step), sc)
+        cdef Py_ssize_t i
         for k in range(self.nstates):
-            if hyper.need[k] and not self.has_state[k]:
-                raise ValueError(f"Invalid {self.state_names[k]}: required when "
-                                 f"{self.state_why[k]}, but the optimizer was built "
-                                 f"without it")
+            if not hyper.need[k] or self.has_state[k]:
+                continue
+            for i in range(self.ntensors):
+                if (run_of == NULL or run_of[i] == r) and \
+                        self.arrays[(1 + MAX_STATES) * i + 1 + k] == NULL:
+                    raise ValueError(f"Invalid {self.state_names[k]}: required when "
+                                     f"{self.state_why[k]}, but the optimizer was built "
+                                     f"without it (for {self.param_names[i]})")
         return 0
+
+    cdef int _prepare_runs(self, object runs, const Py_ssize_t* run_of, Consts* c,
+                           double* grad_mul, ScalarState* sc, list sct) except -1:
+        """Check each run (hyper, step, scalars) and compute its loop constants into
+        ``c[r]``, ``grad_mul[r]`` and ``sc[r]``; its scalar arrays are appended to ``sct``."""
+        cdef Py_ssize_t r
+        cdef Hyperparams hp
+        for r in range(len(runs)):
+            run = runs[r]
+            if type(run) is not tuple or len(<tuple>run) != 3:
+                raise TypeError(f"Invalid runs[{r}]: expected a tuple (hyper, step, scalars), "
+                                f"got {type(run).__name__}")
+            hyper, step, scalars = <tuple>run
+            if not isinstance(hyper, Hyperparams):
+                raise TypeError(f"Invalid runs[{r}]: expected a Hyperparams from validate(), "
+                                f"got {type(hyper).__name__}")
+            hp = <Hyperparams>hyper
+            sct.append(self._scalars(scalars, &sc[r]))
+            if hp.kernel != self.kernel:
+                raise ValueError("Plan: built for another optimizer")
+            _prepare(hp, &c[r], &grad_mul[r], _step(step), &sc[r])
+            self._check_states(hp, run_of, r)
+        return 0
+
+    cdef cnp.ndarray _run_of(self, object run_of, Py_ssize_t nruns):
+        """``run_of`` checked: a 1-d intp array, per tensor its run or -1."""
+        cdef Py_ssize_t i
+        cdef const Py_ssize_t* ro
+        if (not cnp.PyArray_Check(run_of) or cnp.PyArray_TYPE(<cnp.ndarray>run_of) != cnp.NPY_INTP
+                or cnp.PyArray_NDIM(<cnp.ndarray>run_of) != 1
+                or not cnp.PyArray_CHKFLAGS(<cnp.ndarray>run_of, cnp.NPY_ARRAY_C_CONTIGUOUS)):
+            raise TypeError(f"Invalid run_of: expected a contiguous 1-d numpy.intp array, got "
+                            f"{type(run_of).__name__}")
+        if cnp.PyArray_SIZE(<cnp.ndarray>run_of) != self.ntensors:
+            raise ValueError(f"Invalid run_of: expected {self.ntensors} run indices (one per "
+                             f"param), got {cnp.PyArray_SIZE(<cnp.ndarray>run_of)}")
+        ro = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>run_of)
+        for i in range(self.ntensors):
+            if not -1 <= ro[i] < nruns:
+                raise ValueError(f"Invalid run_of[{i}]: {ro[i]} (expected -1 or a run index "
+                                 f"below {nruns})")
+        return <cnp.ndarray>run_of
 
     def check(self, Hyperparams hyper not None, step, nonfinite="propagate",
               max_grad_norm=None, grad_scale=None, scalars=None):
@@ -302,13 +367,13 @@ cdef class Plan:
         grads (the step's loop constants; a state the options need and the plan lacks; the
         gradient policy; the scalar states). For callers that must check several plans
         before stepping any. Writes nothing (the scalar states neither)."""
-        cdef Consts c
-        cdef double grad_mul
-        cdef GradPolicy pol
-        cdef ScalarState sc
-        self._scalars(scalars, &sc)
-        self._check(hyper, step, &c, &grad_mul, &sc)
-        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
+        self._steps(None, None, None, nonfinite, max_grad_norm, grad_scale, False, hyper, step,
+                    scalars)
+
+    def check_runs(self, runs, run_of=None, nonfinite="propagate", max_grad_norm=None,
+                   grad_scale=None):
+        """:meth:`check` for :meth:`step_runs`' arguments but the grads. Writes nothing."""
+        self._steps(None, runs, run_of, nonfinite, max_grad_norm, grad_scale, False)
 
     def step(self, grads, Hyperparams hyper not None, step, nonfinite="propagate",
              max_grad_norm=None, grad_scale=None, scalars=None):
@@ -322,49 +387,153 @@ cdef class Plan:
         Binds and checks the grads, runs the pre-pass if the policy needs it, then the
         update. Returns False when the step was skipped (nonfinite="skip"), True when
         applied. Everything is checked before anything is written."""
-        cdef Consts c
-        cdef double grad_mul, norm, coef, factor = 1.0
+        return self._steps(grads, None, None, nonfinite, max_grad_norm, grad_scale, True,
+                           hyper, step, scalars)
+
+    def step_runs(self, grads, runs, run_of=None, nonfinite="propagate", max_grad_norm=None,
+                  grad_scale=None):
+        """One step in several runs, in one call: ``runs`` a list of ``(hyper, step,
+        scalars)`` as :meth:`step` takes them; ``run_of`` a 1-d numpy.intp array giving each
+        tensor's run, or -1 for a tensor that takes no part (its grad must be None; it and
+        its states are not touched). Without ``run_of`` there must be one run, and every
+        tensor is in it. The gradient policy covers every grad taking part: the pre-pass
+        norm is theirs, and a skipped step skips every run. Everything is checked before
+        anything is written. Returns as :meth:`step`."""
+        return self._steps(grads, runs, run_of, nonfinite, max_grad_norm, grad_scale, True)
+
+    cdef object _steps(self, object grads, object runs, object run_of, object nonfinite,
+                       object max_grad_norm, object grad_scale, bint apply,
+                       Hyperparams hyper=None, object step=None, object scalars=None):
+        # ``runs`` None: one run, (hyper, step, scalars), the lean path of step() and check()
+        cdef Consts c1
+        cdef double gm1, norm, coef, factor = 1.0, scale
+        cdef ScalarState sc1
+        cdef Consts* c = &c1
+        cdef double* grad_mul = &gm1
+        cdef ScalarState* sc = &sc1
         cdef GradPolicy pol
         cdef bint bad, prepass
-        cdef int d
-        cdef Py_ssize_t n
-        cdef ScalarState sc
-        cdef tuple sct = self._scalars(scalars, &sc)
-        self._check(hyper, step, &c, &grad_mul, &sc)
-        _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
-        prepass = pol.nonfinite != NONFINITE_PROPAGATE or pol.max_norm > 0.0
-        # The kernels run without the GIL: a second thread must not rebind the grads
-        # of a step in flight. (The optimizer classes hold a lock, so they never get here.)
-        if self.busy:
-            raise RuntimeError("Invalid call: this optimizer is already stepping in another "
-                               "thread; steps of one optimizer must not overlap")
-        self.busy = True
+        cdef Py_ssize_t nruns, b, i, nbuckets, nblocks, n
+        cdef const Py_ssize_t* ro = NULL
+        cdef cnp.ndarray run_arr
+        cdef const Seg* segs = self.segs
+        cdef const Py_ssize_t* first = self.first
+        cdef const Py_ssize_t* total = self.total
+        cdef Py_ssize_t* rfirst = NULL
+        cdef Py_ssize_t* rtotal = NULL
+        cdef double* blocks = self.blocks
+        cdef double* rblocks = NULL
+        cdef list sct = None
+        cdef tuple sct1 = None
+        if runs is None:
+            nruns = 1
+        elif type(runs) is not list or not len(<list>runs):
+            raise TypeError("Invalid runs: expected a non-empty list of (hyper, step, "
+                            "scalars) tuples")
+        else:
+            nruns = len(<list>runs)
+        if run_of is None:
+            if nruns != 1:
+                raise ValueError(f"Invalid run_of: required with more than one run "
+                                 f"({nruns} given)")
+        else:
+            run_arr = self._run_of(run_of, nruns)
+            ro = <const Py_ssize_t*>cnp.PyArray_DATA(run_arr)
+        nbuckets = nruns * N_DTYPES
         try:
-            self._bind(grads)
-            self.grad_norm = NAN
-            if prepass:
+            if nruns > 1:
+                c = <Consts*>malloc(nruns * sizeof(Consts))
+                grad_mul = <double*>malloc(nruns * sizeof(double))
+                sc = <ScalarState*>malloc(nruns * sizeof(ScalarState))
+                if c == NULL or grad_mul == NULL or sc == NULL:
+                    raise MemoryError()
+            if runs is None:
+                sct1 = self._scalars(scalars, sc)
+                if hyper.kernel != self.kernel:
+                    raise ValueError("Plan: built for another optimizer")
+                _prepare(hyper, c, grad_mul, _step(step), sc)
+                self._check_states(hyper, NULL, 0)
+            else:
+                sct = []
+                self._prepare_runs(runs, ro, c, grad_mul, sc, sct)
+            _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
+            if not apply:
+                return None
+            prepass = pol.nonfinite != NONFINITE_PROPAGATE or pol.max_norm > 0.0
+            # The kernels run without the GIL: a second thread must not rebind the grads
+            # of a step in flight. (The optimizer classes hold a lock, so they never get
+            # here.)
+            if self.busy:
+                raise RuntimeError("Invalid call: this optimizer is already stepping in "
+                                   "another thread; steps of one optimizer must not overlap")
+            self.busy = True
+            try:
+                self._bind(grads, ro)
+                if ro != NULL:
+                    # The segments taking part, bucketed by (run, dtype) in tensor order.
+                    rfirst = <Py_ssize_t*>calloc(nbuckets + 1, sizeof(Py_ssize_t))
+                    rtotal = <Py_ssize_t*>calloc(nbuckets, sizeof(Py_ssize_t))
+                    if rfirst == NULL or rtotal == NULL:
+                        raise MemoryError()
+                    for i in range(self.ntensors):
+                        if ro[i] >= 0:
+                            b = ro[i] * N_DTYPES + self.dtype[i]
+                            rfirst[b + 1] += 1
+                            rtotal[b] += self.segs[self.slot[i]].n
+                    nblocks = 0
+                    for b in range(nbuckets):
+                        rfirst[b + 1] += rfirst[b]
+                        nblocks += _sumsq_nblocks(rtotal[b])
+                    for i in range(self.ntensors):
+                        if ro[i] >= 0:
+                            b = ro[i] * N_DTYPES + self.dtype[i]
+                            self.rsegs[rfirst[b]] = self.segs[self.slot[i]]
+                            rfirst[b] += 1
+                    for b in range(nbuckets, 0, -1):      # back to each bucket's start
+                        rfirst[b] = rfirst[b - 1]
+                    rfirst[0] = 0
+                    segs, first, total = self.rsegs, rfirst, rtotal
+                    if prepass:
+                        rblocks = <double*>malloc(max(nblocks, 1) * sizeof(double))
+                        if rblocks == NULL:
+                            raise MemoryError()
+                        blocks = rblocks
+                self.grad_norm = NAN
+                if prepass:
+                    with nogil:
+                        bad = self._prepass(segs, first, total, nbuckets, blocks)
+                    if bad and pol.nonfinite == NONFINITE_SKIP:
+                        return False
+                    if bad and pol.nonfinite == NONFINITE_RAISE:
+                        raise FloatingPointError(self._first_nonfinite(grads))
+                    norm = self.grad_norm / pol.scale
+                    self.grad_norm = norm
+                    if pol.max_norm > 0.0:
+                        # torch.nn.utils.clip_grad_norm_: min(1, max_norm / (norm + 1e-6)),
+                        # with a NaN norm propagating (as torch's clamp does)
+                        coef = pol.max_norm / (norm + 1e-6)
+                        factor = 1.0 if coef >= 1.0 else coef
+                scale = factor / pol.scale
                 with nogil:
-                    bad = self._prepass()
-                if bad and pol.nonfinite == NONFINITE_SKIP:
-                    return False
-                if bad and pol.nonfinite == NONFINITE_RAISE:
-                    raise FloatingPointError(self._first_nonfinite(grads))
-                norm = self.grad_norm / pol.scale
-                self.grad_norm = norm
-                if pol.max_norm > 0.0:
-                    # torch.nn.utils.clip_grad_norm_: min(1, max_norm / (norm + 1e-6)), with
-                    # a NaN norm propagating (as torch's clamp does)
-                    coef = pol.max_norm / (norm + 1e-6)
-                    factor = 1.0 if coef >= 1.0 else coef
-            grad_mul = grad_mul * (factor / pol.scale)
-            with nogil:
-                for d in range(N_DTYPES):
-                    n = self.first[d + 1] - self.first[d]
-                    if n:
-                        _run(self.kernel, d, &c, grad_mul, self.segs + self.first[d], n,
-                             self.total[d])
-            if self.nscalars:
-                _write_scalars(&sc, sct)
-            return True
+                    for b in range(nbuckets):
+                        n = first[b + 1] - first[b]
+                        if n:
+                            _run(self.kernel, b % N_DTYPES, &c[b // N_DTYPES],
+                                 grad_mul[b // N_DTYPES] * scale, segs + first[b], n, total[b])
+                if self.nscalars and runs is None:
+                    _write_scalars(sc, sct1)
+                elif self.nscalars:
+                    for b in range(nruns):      # a run with no tensor advances nothing
+                        if ro == NULL or first[(b + 1) * N_DTYPES] > first[b * N_DTYPES]:
+                            _write_scalars(&sc[b], <tuple>sct[b])
+                return True
+            finally:
+                self.busy = False
         finally:
-            self.busy = False
+            if nruns > 1:
+                free(c)
+                free(grad_mul)
+                free(sc)
+            free(rfirst)
+            free(rtotal)
+            free(rblocks)

@@ -55,6 +55,24 @@ def check_param(obj, name="param"):
     _check_array(obj, name, None, True)
 
 
+def first_none(items):
+    """The index of the first None in a list or tuple, or -1 (a C loop: the classes call it
+    every step to see whether some param has no gradient)."""
+    cdef Py_ssize_t i
+    if type(items) is list:
+        for i in range(len(<list>items)):
+            if (<list>items)[i] is None:
+                return i
+        return -1
+    if type(items) is tuple:
+        for i in range(len(<tuple>items)):
+            if (<tuple>items)[i] is None:
+                return i
+        return -1
+    raise TypeError(f"Invalid grads: expected a list or tuple of arrays, got "
+                    f"{type(items).__name__}")
+
+
 cdef inline bint _overlap(const char* a, Py_ssize_t na, const char* b, Py_ssize_t nb) noexcept:
     # C-contiguous arrays cover exactly [data, data + nbytes).
     return na > 0 and nb > 0 and a < b + nb and b < a + na

@@ -67,14 +67,24 @@ def _used_states(opt: str) -> List[_registry.State]:
 STREAMS = {**{opt: 3 + 2 * len(_used_states(opt)) for opt in OPTIMIZERS}, "probe": 7}
 
 # Tuned NumPy (fastadam/_tuned.py) for the benchmarked configurations: (param, grad,
-# states, scratch). An optimizer without one has no "tuned" column.
+# states then scalar states, two scratch arrays). An optimizer without one has no "tuned"
+# column.
+def _tuned_like_functional(opt: str) -> Callable[..., None]:
+    """The later optimizers' tuned code takes the functional's arguments and ``scratch``."""
+    fn, bench = getattr(_tuned, f"{opt}_"), _registry.by_name(opt).bench
+    return lambda p, g, s, scratch: fn(p, g, *s, scratch=scratch, **bench)
+
+
 TUNED: Dict[str, Callable[..., None]] = {
-    "sgd": lambda p, g, s, tmp: _tuned.sgd_momentum_(p, g, s[0], tmp, lr=1e-3, momentum=0.9),
-    "rmsprop": lambda p, g, s, tmp: _tuned.rmsprop_(p, g, s[0], tmp),
-    "adam": lambda p, g, s, tmp: _tuned.adam_(p, g, s[0], s[1], tmp, step=10),
-    "adamw": lambda p, g, s, tmp: _tuned.adam_(p, g, s[0], s[1], tmp, step=10,
+    "sgd": lambda p, g, s, tmp: _tuned.sgd_momentum_(p, g, s[0], tmp[0], lr=1e-3,
+                                                     momentum=0.9),
+    "rmsprop": lambda p, g, s, tmp: _tuned.rmsprop_(p, g, s[0], tmp[0]),
+    "adam": lambda p, g, s, tmp: _tuned.adam_(p, g, s[0], s[1], tmp[0], step=10),
+    "adamw": lambda p, g, s, tmp: _tuned.adam_(p, g, s[0], s[1], tmp[0], step=10,
                                                weight_decay=1e-2,
                                                decoupled_weight_decay=True),
+    **{opt: _tuned_like_functional(opt) for opt in ("lion", "adagrad", "adamax", "adadelta",
+                                                    "radam", "rprop", "nadam", "asgd")},
 }
 
 
@@ -156,15 +166,16 @@ def make_case(opt: str, dtype, n: int, rng: np.random.Generator, with_torch: boo
     entry = _registry.by_name(opt)
     used = _used_states(opt)
     p, g, *states = _arrays(n, dtype, rng, 2 + len(used))
-    tmp = np.empty_like(p)
+    scratch = (np.empty_like(p), np.empty_like(p))
     pp, pg, ps0, ps1 = _arrays(n, dtype, rng, 4)     # the probe's own arrays
     # the functional's call: states needed always are positional, the others keywords
     pos = [a for s, a in zip(used, states) if s.when is None]
     # then the per-tensor scalar states, float32 0-d arrays (as torch's) from their initial
     # values
     hyper = {**{h.name: h.default for h in entry.hyper}, **entry.bench}
-    pos += [np.array(hyper[c.init] if isinstance(c.init, str) else c.init, np.float32)
-            for c in entry.scalars]
+    scalars = [np.array(hyper[c.init] if isinstance(c.init, str) else c.init, np.float32)
+               for c in entry.scalars]
+    pos += scalars
     kw = {**entry.bench, **{s.name: a for s, a in zip(used, states) if s.when is not None}}
     fast, ref = getattr(fastadam, f"{opt}_"), getattr(reference, f"{opt}_")
     fns: Dict[str, Callable[[], object]] = {
@@ -173,7 +184,7 @@ def make_case(opt: str, dtype, n: int, rng: np.random.Generator, with_torch: boo
     }
     if opt in TUNED:
         tuned = TUNED[opt]
-        fns["tuned"] = lambda: tuned(p, g, states, tmp)
+        fns["tuned"] = lambda: tuned(p, g, states + scalars, scratch)
     fns["probe"] = lambda: _core.roofline_(pp, pg, ps0, ps1)
     if with_torch and torch is not None:
         try:

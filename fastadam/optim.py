@@ -1,11 +1,19 @@
 """Optimizer classes named and parameterised as in torch.optim.
 
-Each holds its params, its state arrays (allocated when it is built) and one group of
-hyperparameters, and steps every tensor in one native call through a :class:`_core.Plan`
-made when it is built. Hyperparameters live in ``opt.param_groups[0]`` (as in torch) and may
-be changed between steps; they are validated at every step.
+Each holds its params, their state arrays (allocated when the params are added) and their
+param groups, and steps every param in one native call through a :class:`_core.Plan` made
+when it is built. ``params`` is a list of arrays, a dict name -> array, or a list of param
+groups as torch takes them (``[{"params": [w1, w2], "lr": 1e-2}, {"params": [b]}]``; each
+group's ``params`` a list of arrays or, for every group, a dict name -> array): a group's
+missing hyperparameters take the constructor's. Hyperparameters live in
+``opt.param_groups[i]`` (as in torch) and may be changed between steps; they are validated
+once at every step. :meth:`Optimizer.add_param_group` adds a group; a ``None`` in the grads
+leaves that param and its state untouched for the step (it does not count for that param),
+as torch does for a param whose ``.grad`` is None.
 
-Every optimizer also takes a gradient policy, applied inside the step:
+Every optimizer also takes a gradient policy, applied inside the step to every gradient
+taking part (all groups: it is one setting of the optimizer, which every group carries and
+must carry the same):
 
 - ``nonfinite="propagate" | "skip" | "raise"``: what a NaN or infinite gradient element
   does. ``"propagate"`` (the default, as torch) lets it flow into the update. ``"skip"``
@@ -25,16 +33,18 @@ from __future__ import annotations
 
 import copy
 import threading
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core, _registry
 
-Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
+Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray], Sequence[Mapping[str, Any]]]
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax",
            "Adadelta", "RAdam", "Rprop", "NAdam", "ASGD"]
+
+_POLICY = ("nonfinite", "max_grad_norm")    # optimizer-wide options every group carries
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -42,8 +52,31 @@ def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in args.items() if k not in ("self", "params", "__class__")}
 
 
+def _as_groups(params: Any) -> List[Mapping[str, Any]]:
+    """The param groups of a constructor's ``params`` (not yet checked)."""
+    if isinstance(params, Mapping):
+        return [{"params": params}]
+    if isinstance(params, (list, tuple)):
+        dicts = [isinstance(x, Mapping) for x in params]
+        if params and all(dicts):
+            return list(params)
+        if any(dicts):
+            raise TypeError("Invalid params: expected arrays or param groups (dicts), not "
+                            "both in one list")
+        return [{"params": params}]
+    raise TypeError(f"Invalid params: expected a list/tuple of arrays, a dict name -> array "
+                    f"or a list of param groups, got {type(params).__name__}")
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return a is b or bool(a == b)
+    except Exception:       # an array's truth value, say: not the same setting
+        return False
+
+
 class Optimizer:
-    """Base class: params, state, one hyperparameter group, and a native plan.
+    """Base class: params, state, param groups, and a native plan.
 
     A subclass names its registry entry (fastadam/_registry.py) in ``_name``; its
     ``__init__`` passes its hyperparameters (those of the entry, then the gradient policy's
@@ -53,56 +86,170 @@ class Optimizer:
     _name: str = ""
 
     def __init__(self, params: Params, defaults: Dict[str, Any]):
-        if isinstance(params, Mapping):
-            self._keys: List[Any] = list(params.keys())
-            arrays = [params[k] for k in self._keys]
-            self._is_dict = True
-        elif isinstance(params, (list, tuple)):
-            self._keys = list(range(len(params)))
-            arrays = list(params)
-            self._is_dict = False
-        else:
-            raise TypeError(f"Invalid params: expected a list/tuple of arrays or a dict "
-                            f"name -> array, got {type(params).__name__}")
-        if not arrays:
-            raise ValueError("Invalid params: the optimizer got an empty parameter list")
-        for key, p in zip(self._keys, arrays):
-            _core.check_param(p, f"params[{key!r}]")
+        entry = _registry.by_name(self._name)
         self.defaults = dict(defaults)
-        self.param_groups = [dict(defaults, params=arrays)]
+        self.param_groups: List[Dict[str, Any]] = []
+        self.state: Dict[Any, Dict[str, Any]] = {}
+        self._keys: List[Any] = []          # every param's key, group after group
+        self._group_keys: List[List[Any]] = []
+        self._is_dict: Optional[bool] = None
+        # Per param: the steps it has taken. While every param of a group has the same (no
+        # grad was None), the step counts it in _group_step only.
+        self._steps = np.zeros(0, np.int64)
+        self._bounds = np.zeros(1, np.intp)     # group g's params: [_bounds[g], _bounds[g+1])
+        self._group_step: List[Optional[int]] = []
+        # Per-tensor scalar states (NAdam's mu_product, ...): float32 0-d arrays, as torch's
+        # with its default dtype. Param i's is a 0-d view of element i of one buffer per
+        # scalar, so that a step sets all the params of a run from one value in one NumPy
+        # operation.
+        self._scalar_bufs: Tuple[np.ndarray, ...] = tuple(
+            np.zeros(0, np.float32) for _ in entry.scalars)
         self._step_count = 0
         self._grad_norm: Union[float, None] = None
-        # Serialises step, state_dict and load_state_dict across Python threads: the
-        # kernels run without the GIL, and one step must never interleave with another.
+        # Serialises step, state_dict, load_state_dict and add_param_group across Python
+        # threads: the kernels run without the GIL, and one step must never interleave with
+        # another.
         self._lock = threading.Lock()
-        hyper = _core.validate(self._name, self.defaults)   # now, as torch
+        self._add_groups(_as_groups(params), first=True)
+
+    # -- building ------------------------------------------------------------------------
+    def _add_groups(self, groups: Sequence[Mapping[str, Any]], first: bool) -> None:
+        """Check the new groups, their params and the states they need, build the plan of
+        every param, and only then take them: a refused group changes nothing."""
         entry = _registry.by_name(self._name)
-        states = entry.states
-        # Per-tensor scalar states (NAdam's mu_product, ...): float32 0-d arrays, as torch's
-        # with its default dtype. Every param has one step count, so every param has the
-        # same values: each param's is a 0-d view of one buffer per scalar, one native call
-        # advances element 0 and the step copies it to the others.
-        self._scalar_bufs = tuple(np.full(len(arrays), _initial(c, self.defaults),
-                                          np.float32) for c in entry.scalars)
-        self._scalars = tuple(b[0:1].reshape(()) for b in self._scalar_bufs) or None
-        self.state: Dict[Any, Dict[str, Any]] = {
-            key: {**{c.name: b[i:i + 1].reshape(())
-                     for c, b in zip(entry.scalars, self._scalar_bufs)},
-                  **{s.name: np.full(p.shape, _initial(s, self.defaults), p.dtype)
-                     for s, need in zip(states, hyper.needs) if need}}
-            for i, (key, p) in enumerate(zip(self._keys, arrays))
-        }
-        self._plan = _core.Plan(
-            hyper.kernel, arrays,
-            [tuple(self.state[k].get(s.name) for s in states) for k in self._keys],
-            [repr(k) for k in self._keys])
-        self._plan.check(hyper, 1, self.defaults["nonfinite"], self.defaults["max_grad_norm"],
-                         scalars=self._scalars)
+        is_dict = self._is_dict
+        keys = list(self._keys)
+        new_groups, new_keys = [], []
+        for j, g in enumerate(groups):
+            gi = len(self.param_groups) + j
+            where = f"param_groups[{gi}]"
+            if not isinstance(g, Mapping):
+                raise TypeError(f"Invalid {where}: expected a dict with 'params', got "
+                                f"{type(g).__name__}")
+            if "params" not in g:
+                raise ValueError(f"Invalid {where}: a param group must have 'params'")
+            ps = g["params"]
+            if isinstance(ps, np.ndarray):
+                ps = [ps]
+            if isinstance(ps, Mapping):
+                gkeys, arrays, kind = list(ps.keys()), list(ps.values()), True
+            elif isinstance(ps, (list, tuple)):
+                gkeys = list(range(len(keys), len(keys) + len(ps)))
+                arrays, kind = list(ps), False
+            else:
+                raise TypeError(f"Invalid {where}['params']: expected a list/tuple of arrays "
+                                f"or a dict name -> array, got {type(ps).__name__}")
+            if arrays:
+                if is_dict is not None and kind != is_dict:
+                    raise TypeError(f"Invalid {where}['params']: every group's params must be "
+                                    f"{'a dict' if is_dict else 'a list'}, as the first's")
+                is_dict = kind
+            for key in gkeys:
+                if key in keys:
+                    raise ValueError(f"Invalid {where}['params']: the name {key!r} is "
+                                     f"already a param's")
+                keys.append(key)
+            for key, p in zip(gkeys, arrays):
+                _core.check_param(p, f"params[{key!r}]")
+            new_groups.append(dict(self.defaults, **{k: v for k, v in g.items()
+                                                    if k != "params"}, params=arrays))
+            new_keys.append(gkeys)
+        if first and not keys:
+            raise ValueError("Invalid params: the optimizer got an empty parameter list")
+        all_groups = self.param_groups + new_groups
+        nf, mgn = self._policy(all_groups)
+        hypers = self._validate(all_groups)
+        # the new params' states, each group's from its own options
+        state = dict(self.state)
+        for gi in range(len(self.param_groups), len(all_groups)):
+            g, h = all_groups[gi], hypers[gi]
+            for key, p in zip(new_keys[gi - len(self.param_groups)], g["params"]):
+                state[key] = {s.name: np.full(p.shape, _initial(s, g), p.dtype)
+                              for s, need in zip(entry.states, h.needs) if need}
+        group_of = np.concatenate([np.full(len(g["params"]), gi, np.intp)
+                                   for gi, g in enumerate(all_groups)])
+        with np.errstate(over="ignore"):    # an lr beyond float32's range: inf, as torch
+            bufs = tuple(np.concatenate([old] + [np.full(len(g["params"]), _initial(c, g),
+                                                         np.float32) for g in new_groups])
+                         for c, old in zip(entry.scalars, self._scalar_bufs))
+        arrays = [p for g in all_groups for p in g["params"]]
+        plan = _core.Plan(_core.validate(self._name, self.defaults).kernel, arrays,
+                          [tuple(state[k].get(s.name) for s in entry.states) for k in keys],
+                          [repr(k) for k in keys])
+        self._sync_steps()
+        steps = np.concatenate([self._steps, np.zeros(len(keys) - len(self._keys), np.int64)])
+        runs, run_of, _, _ = _runs(hypers, group_of, np.arange(len(keys)), steps, bufs)
+        plan.check_runs(runs, run_of, nf, mgn)
+        # checked: take them
+        names = {c.name for c in entry.scalars}
+        for i, key in enumerate(keys):      # the scalars first, as torch orders them
+            state[key] = {**{c.name: b[i:i + 1].reshape(()) for c, b in zip(entry.scalars,
+                                                                          bufs)},
+                          **{k: v for k, v in state[key].items() if k not in names}}
+        self.param_groups.extend(new_groups)
+        self._group_keys.extend(new_keys)
+        self.state, self._keys, self._is_dict = state, keys, is_dict
+        self._group_of, self._steps, self._scalar_bufs = group_of, steps, bufs
+        self._plan = plan
+        self._bounds = np.cumsum([0] + [len(g["params"]) for g in self.param_groups])
+        self._set_uniform()
+
+    def _set_uniform(self) -> None:
+        """Per group: the step all its params share (then also their scalar states), or
+        None when they differ (a param had no gradient at some step) and the step must
+        split the group into runs."""
+        self._group_step: List[Optional[int]] = []
+        for a, b in zip(self._bounds[:-1], self._bounds[1:]):
+            same = a == b or (np.all(self._steps[a:b] == self._steps[a]) and all(
+                np.all(buf[a:b].view(np.int32) == buf[a:b].view(np.int32)[0])
+                for buf in self._scalar_bufs))
+            self._group_step.append(int(self._steps[a]) if same and a < b else
+                                    (0 if same else None))
+        self._group_scalars = [tuple(buf[a:a + 1].reshape(()) for buf in self._scalar_bufs)
+                               or None for a in self._bounds[:-1]]
+        self._group_run = None
+        if len(self.param_groups) > 1:
+            # the fast path's runs: the non-empty groups, in order
+            nonempty = np.flatnonzero(np.diff(self._bounds))
+            run = np.full(len(self.param_groups), -1, np.intp)
+            run[nonempty] = np.arange(nonempty.size)
+            self._group_run = (nonempty, run[self._group_of])
+
+    def _sync_steps(self) -> None:
+        """Write the uniform groups' step into ``_steps`` (the step keeps it only there)."""
+        for g, (a, b) in enumerate(zip(self._bounds[:-1], self._bounds[1:])):
+            if self._group_step[g] is not None:
+                self._steps[a:b] = self._group_step[g]
+
+    def _policy(self, groups: Sequence[Mapping[str, Any]]) -> Tuple[Any, Any]:
+        """The gradient policy: one for the whole step, which every group must carry."""
+        nf, mgn = groups[0].get("nonfinite", "propagate"), groups[0].get("max_grad_norm")
+        for gi, g in enumerate(groups[1:], 1):
+            for name, ours in zip(_POLICY, (nf, mgn)):
+                if not _same(g.get(name, ours), ours):
+                    raise ValueError(f"Invalid param_groups[{gi}][{name!r}]: {g[name]!r} "
+                                     f"differs from param_groups[0]'s {ours!r}; the gradient "
+                                     f"policy covers the whole step, so every group must "
+                                     f"have the same")
+        return nf, mgn
+
+    def _validate(self, groups: Sequence[Mapping[str, Any]]) -> List[Any]:
+        """Every group's hyperparameters, validated (once per step)."""
+        if len(groups) == 1:
+            return [_core.validate(self._name, groups[0])]
+        hypers = []
+        for gi, g in enumerate(groups):
+            try:
+                hypers.append(_core.validate(self._name, g))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"param_groups[{gi}]: {e}") from None
+        return hypers
 
     # -- public API ------------------------------------------------------------------------
     @property
     def step_count(self) -> int:
-        """How many steps this optimizer has taken."""
+        """How many steps this optimizer has taken (a param whose grad was None in some of
+        them has taken fewer: its state's ``step``)."""
         return self._step_count
 
     @property
@@ -112,8 +259,19 @@ class Optimizer:
         when a gradient was)."""
         return self._grad_norm
 
-    def step(self, grads: Params, grad_scale: Union[float, None] = None) -> bool:
-        """Update every param in place from ``grads`` (same structure as the params).
+    def add_param_group(self, param_group: Mapping[str, Any]) -> None:
+        """Add a param group (as torch.optim's): ``{"params": [arrays] or {name: array},
+        hyperparameter: value, ...}``; what it leaves out takes the constructor's values.
+        Its params start with fresh state and step 0. Checked whole before it is added.
+        (For an optimizer with scalar states, NAdam's and ASGD's, every param's 0-d scalar
+        arrays in ``state`` are new arrays afterwards, with the same values.)"""
+        with self._lock:
+            self._add_groups([param_group], first=False)
+
+    def step(self, grads: Any, grad_scale: Union[float, None] = None) -> bool:
+        """Update every param in place from ``grads``: a list or tuple with one entry per
+        param (every group's, in order), or a dict name -> grad, like the params; ``None``
+        for a param that has no gradient this step (it and its state are left as they are).
 
         ``grad_scale``: divide the gradients by this first (the loss scale of mixed
         precision training). Every grad, param and hyperparameter is validated before any
@@ -128,44 +286,103 @@ class Optimizer:
                 missing = [k for k in self._keys if k not in grads]
                 extra = [k for k in grads if k not in self.state]
                 raise ValueError(f"Invalid grads: keys differ from the params' "
-                                 f"(missing {missing}, unexpected {extra})")
+                                 f"(missing {missing}, unexpected {extra}); give None for a "
+                                 f"param without a gradient")
             grads = [grads[k] for k in self._keys]
         with self._lock:
-            group = self.param_groups[0]
-            applied = self._plan.step(grads, _core.validate(self._name, group),
-                                      self._step_count + 1, group["nonfinite"],
-                                      group["max_grad_norm"], grad_scale, self._scalars)
-            computed = group["nonfinite"] != "propagate" or group["max_grad_norm"] is not None
+            groups = self.param_groups
+            gstep = self._group_step
+            lean = len(groups) == 1 and gstep[0] is not None
+            if lean:
+                # the common case, kept lean: one group whose params share their step
+                group = groups[0]
+                nf, mgn = group["nonfinite"], group["max_grad_norm"]
+                try:
+                    applied = self._plan.step(grads, _core.validate(self._name, group),
+                                              gstep[0] + 1, nf, mgn, grad_scale,
+                                              self._group_scalars[0])
+                except TypeError:
+                    # A None grad is refused there before anything is written: such a
+                    # step goes by runs (any other TypeError is raised again there).
+                    if type(grads) not in (list, tuple) or _core.first_none(grads) < 0:
+                        raise
+                    lean = False
+                else:
+                    if applied:
+                        gstep[0] += 1
+                        for buf in self._scalar_bufs:       # every param as the first
+                            buf[1:] = buf[0]
+            if not lean:
+                nf, mgn, applied = self._step_runs(grads, grad_scale)
+            computed = nf != "propagate" or mgn is not None
             self._grad_norm = self._plan.grad_norm if computed else None
             if applied:
                 self._step_count += 1
-                for b in self._scalar_bufs:
-                    b[1:] = b[0]
         return applied
+
+    def _step_runs(self, grads: Any, grad_scale: Any) -> Tuple[Any, Any, bool]:
+        """A step over several groups, or with params whose grad is None or whose step
+        counts differ: one native call over runs of params that share a group, a step
+        count and scalar states."""
+        groups = self.param_groups
+        nf, mgn = self._policy(groups)
+        hypers = self._validate(groups)
+        if None not in self._group_step and _core.first_none(grads) < 0:
+            nonempty, run_of = self._group_run
+            runs = [(hypers[g], self._group_step[g] + 1, self._group_scalars[g])
+                    for g in nonempty]
+            applied = self._plan.step_runs(grads, runs, run_of, nf, mgn, grad_scale)
+            if applied:
+                self._group_step = [s + 1 for s in self._group_step]
+                for buf in self._scalar_bufs:       # every param of a group as its first
+                    for a, b in zip(self._bounds[:-1], self._bounds[1:]):
+                        buf[a + 1:b] = buf[a]
+            return nf, mgn, applied
+        if len(grads) != len(self._keys):
+            raise ValueError(f"Invalid grads: expected {len(self._keys)} arrays (one per "
+                             f"param), got {len(grads)}")
+        self._sync_steps()
+        active = np.flatnonzero([g is not None for g in grads])
+        if active.size:
+            runs, run_of, firsts, inverse = _runs(hypers, self._group_of, active,
+                                                  self._steps, self._scalar_bufs)
+        else:   # no param takes part: check the rest as a step would, write nothing
+            runs = [(hypers[0], int(self._steps[0]) + 1, self._group_scalars[0])]
+            run_of = np.full(len(self._keys), -1, np.intp)
+        applied = self._plan.step_runs(grads, runs, run_of, nf, mgn, grad_scale)
+        if applied and active.size:
+            self._steps[active] += 1
+            for buf in self._scalar_bufs:       # every param of a run as its first
+                buf[active] = buf[firsts[inverse]]
+            self._set_uniform()
+        return nf, mgn, applied
 
     def state_dict(self) -> Dict[str, Any]:
         """A copy of the state: ``{'state': {key: {'step': int, name: ndarray}},
-        'param_groups': [{hyperparameters..., 'params': [keys]}]}``."""
+        'param_groups': [{hyperparameters..., 'params': [keys]}, ...]}``."""
         with self._lock:
+            self._sync_steps()
             return self._state_dict()
 
     def _state_dict(self) -> Dict[str, Any]:
-        group = copy.deepcopy({k: v for k, v in self.param_groups[0].items()
-                               if k != "params"})
-        group["params"] = list(self._keys)
+        groups = []
+        for g, keys in zip(self.param_groups, self._group_keys):
+            group = copy.deepcopy({k: v for k, v in g.items() if k != "params"})
+            group["params"] = list(keys)
+            groups.append(group)
         return {
-            "state": {key: {"step": self._step_count,
-                            **{name: arr.copy() for name, arr in st.items()}}
-                      for key, st in self.state.items()},
-            "param_groups": [group],
+            "state": {key: {"step": int(self._steps[i]),
+                            **{name: arr.copy() for name, arr in self.state[key].items()}}
+                      for i, key in enumerate(self._keys)},
+            "param_groups": groups,
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`.
 
-        Atomic: the keys, every array's dtype and shape, the steps and every hyperparameter
-        are checked before anything changes; a rejected state leaves the optimizer exactly
-        as it was."""
+        Atomic: the groups and their keys, every array's dtype and shape, the steps and
+        every hyperparameter are checked before anything changes; a rejected state leaves
+        the optimizer exactly as it was."""
         with self._lock:
             self._load_state_dict(state_dict)
 
@@ -174,23 +391,30 @@ class Optimizer:
             raise ValueError("Invalid state_dict: expected a dict with 'state' and "
                              "'param_groups'")
         groups, state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(groups, (list, tuple)) or len(groups) != 1:
-            raise ValueError("Invalid state_dict['param_groups']: expected one group")
-        if not isinstance(groups[0], Mapping):
-            raise ValueError(f"Invalid state_dict['param_groups'][0]: expected a dict, got "
-                             f"{type(groups[0]).__name__}")
-        group = copy.deepcopy(dict(groups[0]))
-        if list(group.pop("params", None) or []) != self._keys:
-            raise ValueError(f"Invalid state_dict['param_groups'][0]['params']: expected "
-                             f"{self._keys}")
-        if set(group) != set(self.defaults):
-            raise ValueError(f"Invalid state_dict['param_groups'][0]: expected the keys "
-                             f"{sorted(self.defaults)}, got {sorted(group)}")
+        ngroups = len(self.param_groups)
+        if not isinstance(groups, (list, tuple)) or len(groups) != ngroups:
+            raise ValueError(f"Invalid state_dict['param_groups']: expected {ngroups} "
+                             f"group{'s' if ngroups > 1 else ''}")
+        loaded = []
+        for gi, (theirs, ours, keys) in enumerate(zip(groups, self.param_groups,
+                                                      self._group_keys)):
+            where = f"state_dict['param_groups'][{gi}]"
+            if not isinstance(theirs, Mapping):
+                raise ValueError(f"Invalid {where}: expected a dict, got "
+                                 f"{type(theirs).__name__}")
+            group = copy.deepcopy(dict(theirs))
+            if list(group.pop("params", None) or []) != keys:
+                raise ValueError(f"Invalid {where}['params']: expected {keys}")
+            expected = set(ours) - {"params"}
+            if set(group) != expected:
+                raise ValueError(f"Invalid {where}: expected the keys {sorted(expected)}, "
+                                 f"got {sorted(group)}")
+            loaded.append(group)
         if not isinstance(state, Mapping) or set(state) != set(self.state):
             raise ValueError(f"Invalid state_dict['state']: expected the keys {self._keys}")
-        steps = set()
-        for key, ours in self.state.items():
-            theirs = state[key]
+        steps = np.zeros(len(self._keys), np.int64)
+        for i, key in enumerate(self._keys):
+            ours, theirs = self.state[key], state[key]
             where = f"state_dict['state'][{key!r}]"
             if not isinstance(theirs, Mapping) or set(theirs) != set(ours) | {"step"}:
                 raise ValueError(f"Invalid {where}: expected the keys "
@@ -204,28 +428,51 @@ class Optimizer:
             step = theirs["step"]
             if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
                 raise ValueError(f"Invalid {where}['step']: expected an int >= 0")
-            steps.add(int(step))
-        if len(steps) != 1:
-            raise ValueError("Invalid state_dict['state']: the params have different steps")
-        for c in _registry.by_name(self._name).scalars:
-            if len({state[key][c.name].tobytes() for key in self.state}) != 1:
-                raise ValueError(f"Invalid state_dict['state']: the params have different "
-                                 f"{c.name!r} (they share one step count, so one value)")
-        first = state[self._keys[0]]
-        scalars = tuple(np.array(first[c.name])
-                        for c in _registry.by_name(self._name).scalars) or None
-        self._plan.check(_core.validate(self._name, group), 1,
-                         group["nonfinite"], group["max_grad_norm"], scalars=scalars)
-        self.param_groups[0] = dict(group, params=self.param_groups[0]["params"])
+            steps[i] = int(step)
+        entry = _registry.by_name(self._name)
+        bufs = tuple(np.array([state[key][c.name] for key in self._keys], np.float32)
+                     for c in entry.scalars)
+        nf, mgn = self._policy(loaded)
+        hypers = self._validate(loaded)
+        runs, run_of, _, _ = _runs(hypers, self._group_of, np.arange(len(self._keys)), steps,
+                                   bufs)
+        self._plan.check_runs(runs, run_of, nf, mgn)
+        for gi, group in enumerate(loaded):
+            self.param_groups[gi] = dict(group, params=self.param_groups[gi]["params"])
         for key, ours in self.state.items():
             for name, arr in ours.items():
                 np.copyto(arr, state[key][name])
-        self._step_count = steps.pop()
+        self._steps[:] = steps
+        self._step_count = int(steps.max(initial=0))
+        self._set_uniform()
 
     def __repr__(self) -> str:
-        hyper = ", ".join(f"{k}={v!r}" for k, v in self.param_groups[0].items()
-                          if k != "params")
-        return f"{type(self).__name__}({len(self._keys)} params, {hyper})"
+        def hyper(g):
+            return ", ".join(f"{k}={v!r}" for k, v in g.items() if k != "params")
+        if len(self.param_groups) == 1:
+            return f"{type(self).__name__}({len(self._keys)} params, " \
+                   f"{hyper(self.param_groups[0])})"
+        groups = "; ".join(f"group {gi}: {len(g['params'])} params, {hyper(g)}"
+                           for gi, g in enumerate(self.param_groups))
+        return f"{type(self).__name__}({groups})"
+
+
+def _runs(hypers: Sequence[Any], group_of: np.ndarray, active: np.ndarray,
+          steps: np.ndarray, bufs: Tuple[np.ndarray, ...]):
+    """Split the params ``active`` (indices) into runs of one group, one step count and one
+    value of each scalar state; returns ``(runs, run_of, firsts, inverse)`` for
+    :meth:`_core.Plan.step_runs`: ``firsts`` each run's first param, ``inverse`` each active
+    param's run."""
+    cols = [group_of[active], steps[active]] + [b[active].view(np.int32) for b in bufs]
+    keys = np.stack(cols, axis=1).astype(np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    firsts = active[first]
+    runs = [(hypers[group_of[f]], int(steps[f]) + 1,
+             tuple(b[f:f + 1].reshape(()) for b in bufs) or None) for f in firsts]
+    run_of = np.full(group_of.size, -1, np.intp)
+    run_of[active] = inverse
+    return runs, run_of, firsts, inverse
 
 
 def _initial(state: _registry.State, group: Mapping[str, Any]) -> float:

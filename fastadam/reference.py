@@ -301,5 +301,8 @@ def asgd_(param, grad, ax, eta, mu, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0
         ax[...] = ax + (param - ax) * param.dtype.type(mu[()])
     else:
         ax[...] = param
-    eta[...] = lr / ((1 + lambd * lr * step) ** alpha)
+    # in IEEE float64 (as the kernel's C), where Python floats' ** and / would raise; NumPy
+    # scalars' ** is the C library's pow (np.power on arrays may use other SIMD code)
+    with np.errstate(all="ignore"):
+        eta[...] = np.float64(lr) / (np.float64(1 + lambd * lr * step) ** np.float64(alpha))
     mu[...] = 1 / max(1, step - t0)

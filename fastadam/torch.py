@@ -240,15 +240,12 @@ class _Entry:
         self.nbytes = [p.numel() * p.element_size() for p in params]
         self.plan_keys = [str(j) for j in pos]
         self._kernel = opt._kernel
-        self.plan = self._make_plan(range(n))
-        self.split: Optional[Tuple[bytes, list]] = None
+        self.plan = self._make_plan()
         self.committed = False
 
-    def _make_plan(self, idx) -> "_core.Plan":
+    def _make_plan(self) -> "_core.Plan":
         try:
-            return _core.Plan(self._kernel, [self.views[i] for i in idx],
-                              [self.state_views[i] for i in idx],
-                              [self.plan_keys[i] for i in idx])
+            return _core.Plan(self._kernel, self.views, self.state_views, self.plan_keys)
         except (TypeError, ValueError) as e:
             raise type(e)(f"param_groups[{self.gi}]: {e}") from None
 
@@ -306,40 +303,35 @@ class _Entry:
             else:
                 a[idx] = a[rep]
 
-    def runs(self, by_step: bool) -> List[Tuple["_core.Plan", float, Optional[np.ndarray],
-                                                  Optional[Tuple[np.ndarray, ...]], int]]:
-        """(plan, step count before this step, indices or None for all, the run's scalar
-        states, the param holding them) per distinct (step count, scalar values): params
-        whose gradient was None on some steps lag behind the others (one native call per
-        run; the usual case is one run)."""
+    def runs(self, hyper: "_core.Hyperparams", by_step: bool) -> Tuple[list, Optional[
+            np.ndarray], List[Tuple[int, Optional[np.ndarray]]]]:
+        """The arguments of the plan's step_runs: ``(runs, run_of)``, a run per distinct
+        (step count, scalar values), since params whose gradient was None on some steps lag
+        behind the others (``run_of`` None: one run of every param, the usual case); and per
+        run the param holding its scalar states and the run's params, for :meth:`spread`."""
         s = self.steps
         scal = self.scalar_np
         if not by_step and not scal:
-            return [(self.plan, 0.0, None, None, 0)]
+            return [(hyper, 1, None)], None, [(0, None)]
         lo = float(s.min())
         f = int(self.scalar_f64[0]) if scal else 0
         if lo == s.max() and (not scal or self.one_dtype and all(
                 pair[f].min() == pair[f].max() for pair in scal)):
             self._check_step(lo)
-            return [(self.plan, lo, None, self.scalars0, 0)]
+            return [(hyper, int(lo) + 1, self.scalars0)], None, [(0, None)]
         f64 = self.scalar_f64
         rows = np.stack([s.astype(np.float64), f64.astype(np.float64)]
                         + [np.where(f64, pair[1], pair[0].astype(np.float64))
                            for pair in scal], 1)
-        values, inverse = np.unique(rows, axis=0, return_inverse=True)
+        values, first, inverse = np.unique(rows, axis=0, return_index=True,
+                                           return_inverse=True)
         inverse = inverse.reshape(-1)
         for v in values:
             self._check_step(float(v[0]))
-        key = inverse.tobytes()
-        if self.split is None or self.split[0] != key:
-            parts = [np.flatnonzero(inverse == k) for k in range(len(values))]
-            self.split = (key, [(idx, self._make_plan(idx)) for idx in parts])
-        out = []
-        for v, (idx, plan) in zip(values, self.split[1]):
-            rep = int(idx[0])
-            out.append((plan, float(v[0]), idx,
-                        self.scalar_args(rep) if scal else None, rep))
-        return out
+        runs = [(hyper, int(v[0]) + 1, self.scalar_args(int(i)) if scal else None)
+                for v, i in zip(values, first)]
+        reps = [(int(i), np.flatnonzero(inverse == k)) for k, i in enumerate(first)]
+        return runs, inverse.astype(np.intp), reps
 
     def _check_step(self, v: float) -> None:
         # The step tensors are views anyone may write to: check what the kernel will use.
@@ -517,25 +509,27 @@ class _Optimizer(_TorchOptimizer):
                 if entry is None or not entry.matches(self.state, params, slots):
                     entry = _Entry(self, gi, group, params, slots)
                 grads, gptrs = entry.grads()
-                work.append((entry, hyper, grads, gptrs, entry.runs(self._by_step)))
-            if len(work) > 1 or any(len(w[4]) > 1 for w in work):
+                work.append((entry, grads, gptrs) + entry.runs(hyper, self._by_step))
+            if len(work) > 1:
                 # Several plans: check what each one's step would refuse before any runs
                 # (one plan checks everything before it writes).
-                for entry, hyper, _, _, runs in work:
-                    for plan, step, _, scalars, _ in runs:
-                        try:
-                            plan.check(hyper, int(step) + 1, scalars=scalars)
-                        except (TypeError, ValueError) as e:
-                            raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
-                _check_disjoint(work)
-            for entry, hyper, grads, _, runs in work:
-                for plan, step, idx, scalars, rep in runs:
-                    gl = grads if idx is None else [grads[i] for i in idx]
+                for entry, _, _, runs, run_of, _ in work:
                     try:
-                        plan.step(gl, hyper, int(step) + 1, scalars=scalars)
-                    except (TypeError, ValueError) as e:   # checked above: nothing written
+                        entry.plan.check_runs(runs, run_of)
+                    except (TypeError, ValueError) as e:
                         raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
-                    if scalars is not None:
+                _check_disjoint(work)
+            for entry, grads, _, runs, run_of, reps in work:
+                try:
+                    if run_of is None:
+                        hyper, step, scalars = runs[0]
+                        entry.plan.step(grads, hyper, step, scalars=scalars)
+                    else:
+                        entry.plan.step_runs(grads, runs, run_of)
+                except (TypeError, ValueError) as e:   # checked above: nothing written
+                    raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
+                if entry.scalar_np:
+                    for rep, idx in reps:
                         entry.spread(rep, idx)
                 entry.commit(self)
                 self._advance(entry)
@@ -555,7 +549,7 @@ def _check_disjoint(work) -> None:
     if lo.size > 1 and np.any(lo[1:] < hi[:-1]):
         raise ValueError("Invalid params: params or optimizer states of different param "
                          "groups share memory; every param must be a separate buffer")
-    for entry, _, _, gptrs, _ in work:
+    for entry, _, gptrs, _, _, _ in work:
         if not lo.size:
             break
         glo = np.array(gptrs, dtype=np.uint64)
@@ -772,7 +766,8 @@ class Adagrad(_Optimizer):
 
     State per param, made when the optimizer is built (as torch.optim.Adagrad does):
     ``step`` (a 0-d tensor of torch's scalar dtype, float32 with ``fused=True``) and ``sum``
-    filled with ``initial_accumulator_value``. ``eps`` must be > 0 (torch also accepts 0).
+    filled with the constructor's ``initial_accumulator_value`` (a group's own value is
+    kept in the group but not used, as in torch.optim). ``eps`` must be > 0 (torch also accepts 0).
     ``foreach``/``fused`` are accepted and kept; ``differentiable`` must be False.
     """
 
@@ -791,9 +786,16 @@ class Adagrad(_Optimizer):
         for group in self.param_groups:
             self._init_state(group)
 
+    def _new_state(self, p: torch.Tensor, group: Dict[str, Any], state: Dict[str, Any],
+                   slots: Tuple[Optional[str], ...]) -> Dict[str, Any]:
+        # torch.optim.Adagrad fills every param's sum from the constructor's
+        # initial_accumulator_value, whatever the param's group says (added groups too)
+        return super()._new_state(p, dict(group, initial_accumulator_value=self.defaults[
+            "initial_accumulator_value"]), state, slots)
+
     def _init_state(self, group: Dict[str, Any]) -> None:
         value = _initial_value("initial_accumulator_value",
-                               group["initial_accumulator_value"])
+                               self.defaults["initial_accumulator_value"])
         for p in group["params"]:
             state = self.state[p]
             if not state:

@@ -23,6 +23,13 @@ What a row must give for the kernel tests (tests/test_registry_kernels.py):
   same way (``step`` left out when ``kernel_step`` is "none", and run both with and without
   it when "optional"). The kernel's hyperparameters are the option set's values for the
   names in ``kernel_defaults``, the class defaults filling in the rest.
+- A per-tensor scalar state (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``) is a state
+  with ``scalar=True``, named in ``arrays`` where the kernel takes it (after the state
+  arrays): a 0-d array, float32 or float64 whatever the param's dtype (the kernel tests run
+  both), float32 in the NumPy classes (``SCALAR_DTYPE``, torch's default dtype), compared
+  exactly with torch.optim's.
+- ``grad_sample``, when the gradients should be other than "normal" (Rprop: exact zeros of
+  both signs, so that every branch of its sign rule runs): a function (rng, shape, dtype).
 - ``fix_states``, when random states need a relation between them to keep the rule real
   (RMSprop centered: ``square_avg >= grad_avg**2``): a function that adjusts the dict of
   state arrays in place.
@@ -37,6 +44,8 @@ What a row must give for the kernel tests (tests/test_registry_kernels.py):
   that compare with torch.optim are not generated for that row (``TORCH_OPTIMIZERS``,
   ``option_cases(torch_only=True)``, ``bad_cases(api, torch_optim=True)``), and
   ``fastadam.torch.<torch_name>`` is still tested on its own.
+- ``torch_reload_dtypes``: the param dtypes whose checkpoint round trip with torch.optim
+  (tests/test_torch_dropin.py) continues torch.optim's run to the accuracy tolerances.
 """
 
 import itertools
@@ -68,8 +77,8 @@ class State:
     """One state array: its name, whether a configuration (the hyperparameters with the
     defaults filled in) has it, and an option change that makes a configuration without it
     need it (None: always present); ``sample``: how the kernel tests draw its random start;
-``init``: the NumPy class's initial value (a number, or a hyperparameter's name);
-``scalar``: one value per tensor (a 0-d array), not one per element."""
+    ``init``: the NumPy class's initial value (a number, or a hyperparameter's name);
+    ``scalar``: one value per tensor (a 0-d array), not one per element."""
     name: str
     present: Callable[[Mapping[str, Any]], bool]
     enable: Optional[Dict[str, Any]] = None
@@ -78,7 +87,7 @@ class State:
     sample: Any = "normal"
     # the NumPy class's initial value: a number or the name of a hyperparameter
     init: Any = 0.0
-    # a per-tensor scalar (NAdam's mu_product): a 0-d array of the param's dtype
+    # a per-tensor scalar (NAdam's mu_product): a 0-d float32 or float64 array
     scalar: bool = False
 
     def shape(self, param_shape):
@@ -110,6 +119,8 @@ class Bad:
 
 
 ALL_APIS = ("functional", "class", "torch")
+#: The dtype of the NumPy classes' per-tensor scalar states (torch's default dtype).
+SCALAR_DTYPE = np.float32
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,8 @@ class OptimizerInfo:
     bitwise: Callable[[Mapping[str, Any]], bool] = lambda h: False
     fix_states: Optional[Callable[[Dict[str, Any]], None]] = None
     kernel_call: Optional[Callable[..., None]] = None
+    grad_sample: Any = "normal"     # how the kernel tests draw gradients (as State.sample)
+    torch_reload_dtypes: Tuple[str, ...] = ("float32", "float64")
 
     def __post_init__(self):
         if self.torch_name is None:
@@ -150,6 +163,11 @@ class OptimizerInfo:
     def optional(self):
         """The state arrays the kernel takes by keyword."""
         return tuple(s.name for s in self.states if s.name not in self.arrays)
+
+    @property
+    def scalar_names(self):
+        """The per-tensor scalar states, in the kernel's order."""
+        return tuple(n for n in self.arrays if n in {s.name for s in self.states if s.scalar})
 
     def full(self, hyper):
         """``hyper`` with the class defaults filled in."""
@@ -204,7 +222,8 @@ class OptimizerInfo:
         """The states the NumPy class starts a param ``like`` with, for ``hyper``."""
         h = self.full(hyper)
         return {s.name: np.full(s.shape(like.shape),
-                                h[s.init] if isinstance(s.init, str) else s.init, like.dtype)
+                                h[s.init] if isinstance(s.init, str) else s.init,
+                                SCALAR_DTYPE if s.scalar else like.dtype)
                 for s in self.states if s.present(h)}
 
     def call(self, fn, param, grad, states, hyper, step):
@@ -257,6 +276,17 @@ def _nonneg(name, torch_nan=ValueError, torch_inf=None, torch_type=TypeError):
         Bad({name: 1j}, TypeError, name, torch_type),
         Bad({name: np.array([0.5, 0.5])}, TypeError, name, ValueError),
     ]
+
+
+def _finite(name):
+    """Any finite real (SGD's dampening, ASGD's lambd, alpha and t0): torch.optim does not
+    check these at all."""
+    return [Bad({name: NAN}, ValueError, name, None),
+            Bad({name: INF}, ValueError, name, None),
+            Bad({name: -INF}, ValueError, name, None),
+            Bad({name: "0.1"}, TypeError, name, None),
+            Bad({name: None}, TypeError, name, None),
+            Bad({name: np.array([0.1, 0.1])}, TypeError, name, None)]
 
 
 def _flag(name, torch_value=None, where=ALL_APIS, **needs):
@@ -359,13 +389,8 @@ SGD = OptimizerInfo(
         + [Bad({"lr": True}, TypeError, "lr", None)]
         + _nonneg("momentum", torch_nan=None)
         + _nonneg("weight_decay", torch_nan=None)
-        + [Bad({"dampening": NAN}, ValueError, "dampening", None),
-           Bad({"dampening": INF}, ValueError, "dampening", None),
-           Bad({"dampening": -INF}, ValueError, "dampening", None),
-           Bad({"dampening": "0.1"}, TypeError, "dampening", None),
-           Bad({"dampening": None}, TypeError, "dampening", None),
-           Bad({"dampening": np.array([0.1, 0.1])}, TypeError, "dampening", None),
-           Bad({"nesterov": True, "momentum": 0.0}, ValueError, "nesterov", ValueError),
+        + _finite("dampening")
+        + [Bad({"nesterov": True, "momentum": 0.0}, ValueError, "nesterov", ValueError),
            Bad({"nesterov": True, "momentum": 0.9, "dampening": 0.1}, ValueError, "nesterov",
                ValueError),
            Bad({"nesterov": True, "momentum": 0.9, "dampening": -0.1}, ValueError, "nesterov",
@@ -474,13 +499,12 @@ LION = OptimizerInfo(
 
 _STEP_BAD = BAD_STEPS + [Bad({"step": None}, TypeError, "step", where=("functional",))]
 
-# initial_accumulator_value only sets the classes' initial ``sum`` (not a kernel argument):
-# tests/test_adagrad.py covers it.
 ADAGRAD = OptimizerInfo(
     name="Adagrad", cls=fastadam.Adagrad, kernel=fastadam.adagrad_,
     reference=reference.adagrad_,
     arrays=("param", "grad", "sum"),
-    states=(State("sum", lambda h: True, sample="pos"),),
+    # initial_accumulator_value: the classes' initial ``sum`` (not a kernel argument)
+    states=(State("sum", lambda h: True, sample="pos", init="initial_accumulator_value"),),
     defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                   eps=1e-10, maximize=False, **_POLICY),
     kernel_defaults=dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
@@ -492,7 +516,9 @@ ADAGRAD = OptimizerInfo(
         # torch.optim.Adagrad checks ``not 0.0 <= x``: NaN fails it, inf passes
         _nonneg("lr") + _nonneg("lr_decay") + _nonneg("weight_decay")
         + [Bad(b.over, b.exc, b.arg, b.torch, ("class", "torch"), construction_only=True)
-           for b in _nonneg("initial_accumulator_value")]
+           for b in _nonneg("initial_accumulator_value")
+           + [Bad({"initial_accumulator_value": True}, TypeError, "initial_accumulator_value",
+                  None)]]
         + _eps() + _flag("maximize") + _STEP_BAD + _policy()),
     kernel_step="required",
     bitwise=lambda h: True,     # the kernel does the reference's operations in its order
@@ -606,6 +632,12 @@ def _step_sizes():
     ]
 
 
+def _rprop_grad(rng, shape, dtype):
+    """Normal, a fifth of the elements +0 and a tenth -0: every branch of the sign rule."""
+    g, u = rng.standard_normal(shape), rng.random(shape)
+    return np.array(np.where(u < 0.2, 0.0, np.where(u < 0.3, -0.0, g)), dtype)
+
+
 RPROP = OptimizerInfo(
     name="Rprop", cls=fastadam.Rprop, kernel=fastadam.rprop_, reference=reference.rprop_,
     arrays=("param", "grad", "prev", "step_size"),
@@ -624,10 +656,73 @@ RPROP = OptimizerInfo(
     bad=tuple(_nonneg("lr") + _etas() + _step_sizes() + _flag("maximize") + _policy()),
     kernel_step="none",
     bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+    grad_sample=_rprop_grad,
+)
+
+
+def _uniform(lo, hi):
+    """A 0-d state drawn uniformly from [lo, hi)."""
+    return lambda rng, shape, dtype: np.array(rng.uniform(lo, hi, shape), dtype)
+
+
+NADAM = OptimizerInfo(
+    name="NAdam", cls=fastadam.NAdam, kernel=fastadam.nadam_, reference=reference.nadam_,
+    arrays=("param", "grad", "exp_avg", "exp_avg_sq", "mu_product"),
+    # the NumPy class's and torch's order: the scalar first
+    states=(State("mu_product", lambda h: True, sample=_uniform(0.05, 0.95), init=1.0,
+                  scalar=True),
+            State("exp_avg", lambda h: True),
+            State("exp_avg_sq", lambda h: True, sample="pos")),
+    defaults=dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                  decoupled_weight_decay=False, maximize=False, **_POLICY),
+    kernel_defaults=dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                         momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False),
+    flags=dict(weight_decay=(0.0, 1e-2), decoupled_weight_decay=(False, True),
+               maximize=(False, True)),
+    # beta1 = 0.3: torch's lerp from the far end (weight 1 - beta1 >= 0.5)
+    scalars=(dict(lr=1e-2), dict(lr=3e-3, betas=(0.8, 0.95), momentum_decay=0.1),
+             dict(lr=1e-2, betas=(0.3, 0.9), eps=1e-4)),
+    # eps = 0 (torch.optim allows it, so does fastadam); momentum_decay = 0: mu = beta1/2
+    extra_sets=(dict(lr=1e-2, betas=(0.0, 0.0), eps=1e-4),
+                dict(lr=1e-2, eps=0.0, momentum_decay=0.0, weight_decay=0.1),
+                dict(lr=1e-2, betas=[0.9, 0.99], weight_decay=0.1, decoupled_weight_decay=True)),
+    bad=tuple(_nonneg("lr") + _betas() + _nonneg("eps") + _nonneg("weight_decay")
+              + _nonneg("momentum_decay") + _flag("decoupled_weight_decay") + _flag("maximize")
+              + _STEP_BAD + _policy()),
+    kernel_step="required",
+    bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+)
+
+ASGD = OptimizerInfo(
+    name="ASGD", cls=fastadam.ASGD, kernel=fastadam.asgd_, reference=reference.asgd_,
+    arrays=("param", "grad", "ax", "eta", "mu"),
+    # the NumPy class's and torch's order: the scalars first; mu = 1: ax copies the param
+    states=(State("eta", lambda h: True, sample=_uniform(1e-3, 5e-2), init="lr", scalar=True),
+            State("mu", lambda h: True, init=1.0, scalar=True,
+                  sample=lambda rng, shape, dtype: np.array(1.0 / rng.integers(1, 4), dtype)),
+            State("ax", lambda h: True)),
+    defaults=dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False,
+                  **_POLICY),
+    kernel_defaults=dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
+                         maximize=False),
+    flags=dict(weight_decay=(0.0, 1e-2), maximize=(False, True)),
+    # t0 below the tests' step counts: the averaging (mu < 1) starts within them
+    scalars=(dict(lr=5e-2, t0=30.0), dict(lr=5e-2, lambd=1e-2, alpha=0.5, t0=5.0),
+             dict(lr=2e-2)),
+    # t0 = 0; a negative lambd and alpha > 1 (torch.optim does not check them)
+    extra_sets=(dict(lr=5e-2, lambd=1e-2, t0=0.0, weight_decay=0.1),
+                dict(lr=5e-2, lambd=-1e-3, alpha=2.0, t0=2.5, maximize=True)),
+    bad=tuple(_nonneg("lr") + _finite("lambd") + _finite("alpha") + _finite("t0")
+              + _nonneg("weight_decay") + _flag("maximize") + _STEP_BAD + _policy()),
+    kernel_step="required",
+    bitwise=lambda h: True,     # the kernel does the reference's operations in its order
+    # torch.optim.ASGD computes eta and mu in float32 even where its load_state_dict made
+    # them float64 (a float64 param's); fastadam in their dtype (tests/test_optimizer_rules.py)
+    torch_reload_dtypes=("float32",),
 )
 
 OPTIMIZERS: List[OptimizerInfo] = [SGD, RMSPROP, ADAM, ADAMW, LION, ADAGRAD, ADAMAX, ADADELTA,
-                                   RADAM, RPROP]
+                                   RADAM, RPROP, NADAM, ASGD]
 BY_NAME: Dict[str, OptimizerInfo] = {o.name: o for o in OPTIMIZERS}
 #: The rows torch.optim has a class for: what torch-parity and torch.optim checks run over.
 TORCH_OPTIMIZERS: List[OptimizerInfo] = [o for o in OPTIMIZERS if o.torch_optim]
@@ -663,5 +758,5 @@ def bad_cases(api, torch_optim=False, construction=False):
 
 __all__ = ["OptimizerInfo", "State", "Bad", "OPTIMIZERS", "TORCH_OPTIMIZERS", "BY_NAME", "SGD",
            "RMSPROP", "ADAM", "ADAMW", "LION", "ADAGRAD", "ADAMAX", "ADADELTA", "RADAM", "RPROP",
-           "BAD_GRAD_SCALES", "option_cases", "bad_cases",
+           "NADAM", "ASGD", "SCALAR_DTYPE", "BAD_GRAD_SCALES", "option_cases", "bad_cases",
            "set_id", "NoTruthValue"]

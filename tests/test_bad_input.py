@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import fastadam
+import optimizers as registry
 
 SHAPE = (4, 6)                  # 2-D, so transposed / Fortran-order views exist
 DTYPES = [np.float32, np.float64]
@@ -442,14 +443,10 @@ def test_functional_numpy_scalars_are_valid(kernel):
 
 # ============================================================================ optimizer classes
 
-CLASSES = {
-    # name: (class, hyperparameters that make every state array needed, functional twin)
-    "SGD": (fastadam.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01), "sgd_"),
-    "RMSprop": (fastadam.RMSprop,
-                dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.01), "rmsprop_"),
-    "Adam": (fastadam.Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.01), "adam_"),
-    "AdamW": (fastadam.AdamW, dict(lr=0.01, amsgrad=True), "adamw_"),
-}
+# name: (class, hyperparameters that make every state array needed, functional twin), for
+# every row of the test registry
+CLASSES = {info.name: (info.cls, info.rich(), info.kernel.__name__)
+           for info in registry.OPTIMIZERS}
 # Three tensors: the float64 one in the middle, so both dtype groups of the plan are used;
 # the first and last have the same shape and dtype, so the last grad can be the first param.
 PARAM_SPECS = [(SHAPE, np.float32), ((5,), np.float64), (SHAPE, np.float32)]
@@ -502,16 +499,14 @@ CLASS_BAD = [bad for bad, (_, _, applies) in BAD.items() if _applies(applies, "g
 
 
 @pytest.mark.parametrize("structure", ["list", "dict"])
-@pytest.mark.parametrize("bad", CLASS_BAD + ["None", "broadcast"])
+@pytest.mark.parametrize("bad", CLASS_BAD + ["broadcast"])   # None: no gradient
 @pytest.mark.parametrize("name", CLASSES)
 def test_step_bad_last_grad(name, bad, structure):
     keys = ["a", "b", "c"] if structure == "dict" else None
     opt, params = make_opt(name, make_params(dict_keys=keys))
     grads = grads_like(params)
     last = "c" if keys else 2
-    if bad == "None":
-        grads[last], exc = None, TypeError
-    elif bad == "broadcast":
+    if bad == "broadcast":
         grads[last], exc = np.broadcast_to(np.float32(1.0), SHAPE), ValueError
     else:
         maker, exc, _ = BAD[bad]
@@ -521,7 +516,10 @@ def test_step_bad_last_grad(name, bad, structure):
 
 
 def state_names(name):
-    return list(make_opt(name, warm=False)[0].state[0])
+    """The param-shaped state arrays (a class's 0-d scalar states are views of its own
+    buffers, which the step writes through its own views: the scalar-state tests of the
+    registry section cover them)."""
+    return [k for k, a in make_opt(name, warm=False)[0].state[0].items() if a.ndim]
 
 
 def _overlapping_grad(opt, params, target):
@@ -622,7 +620,8 @@ def test_step_state_needed_after_construction(name, built, later, state):
 
 # ---------------------------------------------------------------------------- hyperparameters
 
-CLASS_HYPER = [(name, over, exc, arg) for name, (_, _, k) in CLASSES.items()
+# (the first optimizers' hand-written cases; every row's registry cases run below)
+CLASS_HYPER = [(name, over, exc, arg) for name, (_, _, k) in CLASSES.items() if k in HYPER
                for over, exc, arg in HYPER[k] if "step" not in over]
 
 
@@ -866,7 +865,6 @@ def test_step_read_only_grads_are_valid(name):
 # the functional kernel, the NumPy class (at construction and set between steps) and
 # fastadam.torch (at construction, against torch.optim's own constructor).
 
-import optimizers as registry  # noqa: E402
 
 _FUNCTIONAL_BAD, _FUNCTIONAL_BAD_IDS = registry.bad_cases("functional")
 _CLASS_BAD, _CLASS_BAD_IDS = registry.bad_cases("class")
@@ -876,8 +874,9 @@ _TORCH_NEW_BAD, _TORCH_NEW_BAD_IDS = registry.bad_cases("torch", construction=Tr
 
 
 def registry_arrays(info, dtype=np.float32, shape=SHAPE):
-    """Every array of one call of ``info``'s kernel (all states included)."""
-    return {name: random_array(name, shape, dtype, seed)
+    """Every array of one call of ``info``'s kernel (all states included; a per-tensor
+    scalar state 0-d)."""
+    return {name: random_array(name, () if name in info.scalar_names else shape, dtype, seed)
             for seed, name in enumerate(info.arrays + info.optional)}
 
 
@@ -910,6 +909,62 @@ def test_registry_functional_bad_hyperparameter(info, bad, dtype):
     snap = snapshot(*arrays.values())
     with pytest.raises(bad.exc, match=names_first(re.escape(bad.arg))):
         registry_call(info, arrays, registry_kernel_hyper(info, bad.over))
+    assert_unchanged(snap)
+
+
+@pytest.mark.parametrize("info", [i for i in registry.OPTIMIZERS if i.kernel_step == "required"],
+                         ids=lambda i: i.name)
+def test_registry_functional_without_step(info):
+    """A kernel whose update depends on the step refuses a call without one."""
+    arrays = registry_arrays(info)
+    snap = snapshot(*arrays.values())
+    with pytest.raises(TypeError, match="step"):
+        registry_call(info, arrays, dict(info.kernel_defaults))
+    assert_unchanged(snap)
+
+
+def _bad_scalar(info, name, how, arrays):
+    """(bad value for scalar state ``name``, exception, regex of the message)."""
+    a, other = arrays[name], next((n for n in info.scalar_names if n != name), None)
+    first = names_first(name)
+    if how == "the param's memory":
+        return arrays["param"].reshape(-1)[2:3].reshape(()), ValueError, first
+    if how == "a state array's memory":
+        state = next(n for n in info.arrays[2:] if n not in info.scalar_names)
+        return arrays[state].reshape(-1)[:1].reshape(()), ValueError, first
+    if how == "another scalar's array":
+        return arrays[other], ValueError, shares_memory_message(name, other)
+    maker, exc = {
+        "None": (lambda: None, TypeError), "a float": (lambda: 0.5, TypeError),
+        "1-element": (lambda: a.reshape(1).copy(), ValueError),
+        "param-shaped": (lambda: np.zeros(SHAPE, a.dtype), ValueError),
+        "int64": (lambda: a.astype(np.int64), TypeError),
+        "float16": (lambda: a.astype(np.float16), TypeError),
+        "byteswapped": (lambda: a.astype(a.dtype.newbyteorder(">")), TypeError),
+        "read-only": (lambda: _readonly(a), ValueError)}[how]
+    return maker(), exc, first
+
+
+SCALAR_BAD = ("None", "a float", "1-element", "param-shaped", "int64", "float16",
+              "byteswapped", "read-only", "the param's memory", "a state array's memory",
+              "another scalar's array")
+_SCALAR_BAD = [pytest.param(info, name, how, id=f"{info.name}-{name}-{how}")
+               for info in registry.OPTIMIZERS for name in info.scalar_names
+               for how in SCALAR_BAD
+               if how != "another scalar's array" or len(info.scalar_names) > 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("info, name, how", _SCALAR_BAD)
+def test_registry_functional_bad_scalar_state(info, name, how, dtype):
+    """A per-tensor scalar state must be a writable, native-order, 0-d float32 or float64
+    array of its own memory: anything else is refused, naming it, and nothing is written
+    (the scalar states neither)."""
+    arrays = registry_arrays(info, dtype)
+    arrays[name], exc, match = _bad_scalar(info, name, how, arrays)
+    snap = snapshot(*arrays.values())
+    with pytest.raises(exc, match=match):
+        registry_call(info, arrays, registry_kernel_hyper(info, {}))
     assert_unchanged(snap)
 
 

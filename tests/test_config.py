@@ -60,3 +60,26 @@ def test_default_compiler():
     assert _flags.default_compiler_type("win32") == "msvc"
     assert _flags.default_compiler_type("linux") == "unix"
     assert _flags.default_compiler_type("darwin") == "unix"
+
+
+@pytest.mark.parametrize("core", ["missing", "broken"])
+def test_import_says_what_is_wrong_with_the_compiled_core(tmp_path, core):
+    """Without _core, the package is an unbuilt source tree and import says how to build;
+    a _core that is there but cannot load raises its own error instead of that hint."""
+    import shutil
+    import subprocess
+    pkg = tmp_path / "fastadam"
+    shutil.copytree(os.path.dirname(fastadam.__file__), pkg)
+    cores = [f for f in os.listdir(pkg) if f.startswith("_core.") and
+             f.endswith((".so", ".pyd"))]
+    assert cores, "the installed package has a compiled _core"
+    for f in cores:
+        os.remove(pkg / f)
+        if core == "broken":
+            (pkg / f).write_bytes(b"not a shared library")
+    out = subprocess.run([sys.executable, "-c", "import fastadam"], cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    hint = "this is the source tree, not an installed fastadam" in out.stderr
+    assert hint == (core == "missing"), out.stderr

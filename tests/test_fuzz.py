@@ -1,5 +1,6 @@
 """Fuzzing (hypothesis): every functional kernel and optimizer class on random dtypes,
-shapes, strides, flags, byte order, alignment, overlapping views, subclasses and non-arrays,
+shapes, strides, flags, byte order, alignment, overlapping views, subclasses and non-arrays
+(a per-tensor scalar state: 0-d, of either float dtype whatever the param's, or odd too),
 with hyperparameters drawn from NaN, ±inf, 0, -0, negatives, huge (1e308), tiny (5e-324),
 bools, ints too large for a double, NumPy scalars and 0-d arrays, strings, None, complex.
 
@@ -431,12 +432,17 @@ def check_step(kernel, arrays, before, h, what, grad_used=None):
     before it), compare with the reference applied to those copies (with ``grad_used`` for
     the grad, if given: the grad as the gradient policy scaled it)."""
     positional, optional, _ = KERNELS[kernel]
-    ref = {name: a.copy() for name, a in before.items()}
-    if grad_used is not None:
-        ref["grad"] = grad_used
-    with np.errstate(all="ignore"):
-        getattr(reference, kernel)(*(ref[n] for n in positional),
-                                   **{n: ref[n] for n in optional if n in ref}, **h)
+
+    def run_reference(h):
+        ref = {name: a.copy() for name, a in before.items()}
+        if grad_used is not None:
+            ref["grad"] = grad_used
+        with np.errstate(all="ignore"):
+            getattr(reference, kernel)(*(ref[n] for n in positional),
+                                       **{n: ref[n] for n in optional if n in ref}, **h)
+        return ref
+
+    ref = run_reference(h)
     if any(not np.isfinite(r).all() for r in ref.values()):
         event("ok: a result has NaN or inf")
     if any(isinstance(x, float) and abs(x) > 1e30 for x in h.values()):
@@ -482,9 +488,14 @@ def test_fuzz_functional(data):
     _draw_simd_path(data)
     dtype = data.draw(st.sampled_from([F32, F64]), label="dtype")
     shape = data.draw(SHAPES, label="shape")
-    passed = positional + tuple(n for n in optional if data.draw(st.booleans(), label=n))
+    scalars = BY_KERNEL[kernel].scalar_names
+    passed = tuple(n for n in positional if n not in scalars) + tuple(
+        n for n in optional if data.draw(st.booleans(), label=n))
     mem = Memory()
     arrays = data.draw(array_set(passed, dtype, shape, mem, odd=10), label="arrays")
+    if scalars:
+        sdtype = data.draw(st.sampled_from([F32, F64]), label="scalar dtype")
+        arrays.update(data.draw(array_set(scalars, sdtype, (), mem, odd=10), label="scalars"))
     required = ("step",) if BY_KERNEL[kernel].kernel_step == "required" else ()
     hyper = data.draw(hyperparameters(kinds, required=required), label="hyper")
     snap = mem.snapshot(arrays.values())

@@ -7,8 +7,10 @@ included), and a state_dict resume bit for bit.
 The grid is sampled to stay fast: every option set at one odd size and at one other size
 taken in turn, every sixth option set at 100003 elements for a few steps, and every size
 (0, 1, the SIMD tails, 100003) at the option set with every state, 100 steps each; float32
-and float64 throughout. The kernels start from random states (not zeros), so that a
-kernel that ignored a state would be caught.
+and float64 throughout (a per-tensor scalar state in the param's dtype, and every option set
+again with it in the other one). The kernels start from random states (not zeros), so that
+a kernel that ignored a state would be caught. The functionals' and the NumPy classes'
+defaults are the row's.
 """
 
 import numpy as np
@@ -59,16 +61,24 @@ def _cases(every=1):
 OPTION_CASES, OPTION_IDS = _cases()
 LARGE_CASES, LARGE_IDS = _cases(every=6)
 ROWS = [pytest.param(info, id=info.name) for info in registry.OPTIMIZERS]
+SCALAR_ROWS = [pytest.param(info, id=info.name) for info in registry.OPTIMIZERS
+               if info.scalar_names]
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 
 
 # ------------------------------------------------------------------------------ helpers
 
-def random_states(info, hyper, rng, shape, dtype):
-    """Random (not zero) initial states for ``hyper``, as the row samples them."""
+def draw(kind, rng, shape, dtype):
+    """Random values as a row samples them: "normal", "pos" or a function."""
+    return kind(rng, shape, dtype) if callable(kind) else rand(rng, shape, dtype, kind)
+
+
+def random_states(info, hyper, rng, shape, dtype, scalar_dtype=None):
+    """Random (not zero) initial states for ``hyper``, as the row samples them; the
+    per-tensor scalar states in ``scalar_dtype`` (default: the param's)."""
     h = info.full(hyper)
-    states = {s.name: (s.sample(rng, s.shape(shape), dtype) if callable(s.sample)
-                       else rand(rng, s.shape(shape), dtype, s.sample))
+    states = {s.name: draw(s.sample, rng, s.shape(shape),
+                           (scalar_dtype or dtype) if s.scalar else dtype)
               for s in info.states if s.present(h)}
     if info.fix_states is not None:
         info.fix_states(states)
@@ -102,16 +112,17 @@ def compare(info, hyper, p, states, p_ref, states_ref, where):
 GRAD_POOL = 11          # distinct random gradients a trajectory cycles through
 
 
-def trajectory(info, hyper, use_step, dtype, n, steps, seed=0, check_at=()):
+def trajectory(info, hyper, use_step, dtype, n, steps, seed=0, check_at=(),
+               scalar_dtype=None):
     """Kernel and reference side by side from the same random start; param and every
     state compared after the steps in ``check_at`` and the last. The gradients cycle
     through GRAD_POOL random ones (drawing 100 of 100003 elements would cost more than the
     steps)."""
     rng = np.random.default_rng(seed)
     p = rand(rng, n, dtype)
-    states = random_states(info, hyper, rng, n, dtype)
+    states = random_states(info, hyper, rng, n, dtype, scalar_dtype)
     p_ref, states_ref = p.copy(), copy_states(states)
-    pool = [rand(rng, n, dtype) for _ in range(min(steps, GRAD_POOL))]
+    pool = [draw(info.grad_sample, rng, n, dtype) for _ in range(min(steps, GRAD_POOL))]
     pool_before = [g.copy() for g in pool]
     for t in range(1, steps + 1):
         g = pool[(t - 1) % len(pool)]
@@ -159,6 +170,21 @@ def test_every_size_matches_reference(info, n, dtype):
     trajectory(info, hyper, use_step, dtype, n, STEPS, seed=n, check_at=(1, 2))
 
 
+@dtypes
+@pytest.mark.parametrize("info", SCALAR_ROWS)
+def test_scalar_states_in_the_other_dtype_match_reference(info, dtype, simd_path):
+    """A per-tensor scalar state is float32 or float64 whatever its param's dtype (torch
+    keeps them in its default dtype): every option set with them in the other dtype, on
+    every SIMD path; they stay in their dtype."""
+    other = np.float64 if dtype == np.float32 else np.float32
+    for i, hyper in enumerate(info.option_sets()):
+        for n in (ODD, ROTATING[i % len(ROTATING)]):
+            _, states = trajectory(info, hyper, step_variants(info)[0], dtype, n, STEPS,
+                                   seed=n, check_at=(1, 2), scalar_dtype=other)
+            assert all(states[k].dtype == other and states[k].shape == ()
+                       for k in info.scalar_names)
+
+
 @pytest.mark.parametrize("info", ROWS)
 def test_each_simd_path_matches_reference(info, simd_path):
     assert fastadam.get_simd_path() == simd_path
@@ -191,6 +217,24 @@ def test_every_flag_changes_the_result(info):
             raise AssertionError(f"{info.name}: {name} changes nothing in any configuration")
 
 
+@dtypes
+@pytest.mark.parametrize("info", ROWS)
+def test_functional_defaults_are_the_rows(info, dtype):
+    """The kernel called with no hyperparameter (``step`` alone, where it takes one) is
+    the reference called with the row's ``kernel_defaults``."""
+    rng = np.random.default_rng(2)
+    p = rand(rng, ODD, dtype)
+    states = random_states(info, {}, rng, ODD, dtype)
+    p_ref, states_ref = p.copy(), copy_states(states)
+    step = {} if info.kernel_step == "none" else {"step": 3}
+    for t in range(2):
+        g = draw(info.grad_sample, rng, ODD, dtype)
+        info.kernel(p, g, *(states[n] for n in info.arrays[2:]),
+                    **{n: states[n] for n in info.optional if n in states}, **step)
+        info.call(info.reference, p_ref, g, states_ref, {}, step.get("step"))
+    compare(info, {}, p, states, p_ref, states_ref, f"{info.name} defaults")
+
+
 # ------------------------------------------------------------------------------ SIMD paths
 
 def simd_run(info, hyper, use_step, dtype, n, wide, steps=4):
@@ -198,7 +242,7 @@ def simd_run(info, hyper, use_step, dtype, n, wide, steps=4):
     p = rand(rng, n, dtype)
     states = random_states(info, hyper, rng, n, dtype)
     for t in range(1, steps + 1):
-        g = rand(rng, n, dtype)
+        g = draw(info.grad_sample, rng, n, dtype)
         if wide:    # magnitudes from subnormal to large, and exact zeros
             lo, hi = (-44, 6) if dtype == np.float32 else (-318, 60)
             g *= (10.0 ** rng.uniform(lo, hi, n)).astype(dtype)
@@ -250,7 +294,7 @@ def thread_mismatches(name):
         rng = np.random.default_rng(n)
         p0 = rand(rng, n, dtype)
         states0 = random_states(info, hyper, rng, n, dtype)
-        grads = [rand(rng, n, dtype) for _ in range(steps)]
+        grads = [draw(info.grad_sample, rng, n, dtype) for _ in range(steps)]
 
         def run(threads):
             fastadam.set_num_threads(threads)
@@ -346,6 +390,24 @@ def _class_cases():
 
 
 CLASS_CASES, CLASS_IDS = _class_cases()
+
+
+@pytest.mark.parametrize("info", ROWS)
+def test_numpy_class_defaults_and_initial_state(info):
+    """fastadam.X's group holds the row's defaults; each param starts with the row's
+    states, in its order, each as ``initial_states`` makes it."""
+    arrays = [np.ones((2, 3)), np.ones(5, np.float32), np.ones((), np.float32)]
+    opt = info.cls(arrays)
+    group = dict(opt.param_groups[0])
+    assert [id(a) for a in group.pop("params")] == [id(a) for a in arrays]
+    assert group == opt.defaults == info.defaults
+    for i, a in enumerate(arrays):
+        want = info.initial_states({}, a)
+        assert list(opt.state[i]) == info.state_names({}) == list(want)
+        for name, w in want.items():
+            got = opt.state[i][name]
+            assert (got.dtype, got.shape, got.tobytes()) == (w.dtype, w.shape, w.tobytes()), \
+                (i, name)
 
 
 @pytest.mark.parametrize("info, hyper, kind", CLASS_CASES, ids=CLASS_IDS)

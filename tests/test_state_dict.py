@@ -107,7 +107,6 @@ def numpy_corruptions(info):
         "None step": _set(S + ("step",), None),
         "str step": _set(S + ("step",), "5"),
         "array step": _set(S + ("step",), np.array([5])),
-        "different steps": _set(S + ("step",), 4),
         "missing hyperparameter lr": _delete(G + ("lr",)),
         "missing max_grad_norm": _delete(G + ("max_grad_norm",)),
         f"extra hyperparameter {_other_hyper_name(info)}":
@@ -116,6 +115,13 @@ def numpy_corruptions(info):
     for name in info.state_names(rich):
         where = S + (name,)
         out[f"missing {name}"] = _delete(where)
+        if name in info.scalar_names:       # a float32 0-d array
+            out.update({f"{name} {what}": _set(where, value) for what, value in {
+                "1-element": np.zeros(1, f32), "param-shaped": np.zeros(5, f32),
+                "float64": np.zeros((), f64), "int dtype": np.zeros((), np.int64),
+                "swapped byte order": np.zeros((), ">f4"), "not an array": 0.5,
+                "None": None}.items()})
+            continue
         out[f"{name} wrong shape"] = _set(where, np.zeros(6))
         out[f"{name} wrong shape, same size"] = _set(where, np.zeros((5, 1)))
         out[f"{name} 0-d"] = _set(where, np.zeros(()))
@@ -224,6 +230,43 @@ def test_numpy_group_needing_a_state_the_optimizer_lacks(info):
         assert_numpy_same(opt, params, snap)
 
 
+@pytest.mark.parametrize("info", [i for i in registry.OPTIMIZERS if i.scalar_names],
+                         ids=lambda i: i.name)
+def test_numpy_params_keep_their_own_scalar_states(info):
+    """Params that stepped together hold the same value of each scalar state; a state dict
+    in which one param's differs (and its step: it lagged) loads, and the next step
+    advances each param from its own values, as an optimizer of that param alone would."""
+    hyper = info.rich()
+    opt, params = make_numpy(info, hyper, seed=3, steps=3)
+    sd = opt.state_dict()
+    for name in info.scalar_names:
+        assert sd["state"]["a"][name].tobytes() == sd["state"][LAST][name].tobytes()
+    theirs = copy.deepcopy(sd)
+    theirs["state"][LAST]["step"] = 1
+    for name in info.scalar_names:
+        theirs["state"][LAST][name] = np.array(0.5, f32)
+    opt.load_state_dict(theirs)
+    assert opt.state_dict()["state"][LAST]["step"] == 1
+    rng = np.random.default_rng(9)
+    grads = {k: np.array(rng.standard_normal(p.shape), p.dtype) for k, p in params.items()}
+    alone = {}
+    for key in params:
+        p = params[key].copy()
+        one = info.cls({key: p}, **hyper)
+        group = dict(theirs["param_groups"][0], params=[key])
+        one.load_state_dict({"state": {key: copy.deepcopy(theirs["state"][key])},
+                             "param_groups": [group]})
+        one.step({key: grads[key]})
+        alone[key] = (p, one.state_dict()["state"][key])
+    opt.step(grads)
+    after = opt.state_dict()["state"]
+    for key, (p, st) in alone.items():
+        assert params[key].tobytes() == p.tobytes(), key
+        for name, value in st.items():
+            assert np.asarray(after[key][name]).tobytes() == np.asarray(value).tobytes(), \
+                (key, name)
+
+
 @pytest.mark.parametrize("info", registry.OPTIMIZERS, ids=lambda i: i.name)
 def test_numpy_load_state_dict_accepts_numpy_int_step_and_resumes(info):
     hyper = info.rich()
@@ -284,6 +327,8 @@ def torch_snapshot(opt, params):
 
 
 def _same_tensor(a, b):
+    if not (torch.is_tensor(a) and torch.is_tensor(b)):     # a corrupted entry, kept as is
+        return type(a) is type(b) and a == b
     return (a.dtype == b.dtype and a.shape == b.shape
             and a.numpy().tobytes() == b.numpy().tobytes())
 
@@ -301,6 +346,11 @@ def assert_torch_same(opt, params, snap, same_params=True):
         assert [[id(p) for p in g["params"]] for g in opt.param_groups] == ids
 
 
+def array_states(info, hyper):
+    """The states of ``hyper`` that are param-shaped tensors (not per-tensor scalars)."""
+    return [n for n in info.state_names(hyper) if n not in info.scalar_names]
+
+
 def torch_corruptions(info):
     rich = info.rich()
     S0 = ("state", 1)           # the second param (its own group)
@@ -313,12 +363,12 @@ def torch_corruptions(info):
                                         + sd["param_groups"][:1]),
         "a group with a param too many": _set(("param_groups", 1, "params"), [1, 2]),
         "a group without its param": _set(("param_groups", 1, "params"), []),
-        "state tensor not a tensor": _set(S0 + (info.state_names(rich)[0],), [0.0] * 5),
+        "state tensor not a tensor": _set(S0 + (array_states(info, rich)[0],), [0.0] * 5),
         "capturable group": _set(("param_groups", 1, "capturable"), True),
         "differentiable group": _set(("param_groups", 1, "differentiable"), True),
     }
     d = torch.float64           # the second param's dtype (another one would be cast to it)
-    for name in info.state_names(rich):
+    for name in array_states(info, rich):
         out[f"{name} wrong shape"] = _set(S0 + (name,), torch.zeros(6, dtype=d))
         out[f"{name} wrong shape, same size"] = _set(S0 + (name,), torch.zeros(5, 1, dtype=d))
         out[f"{name} not contiguous"] = _set(S0 + (name,), torch.zeros(10, dtype=d)[::2])
@@ -402,6 +452,45 @@ def test_torch_load_state_dict_rejects_and_changes_nothing(info, corrupt):
     opt.load_state_dict(copy.deepcopy(good))
     ours, theirs = torch_snapshot(opt, params), torch_snapshot(donor, list(donor_params))
     assert ours[2] == theirs[2]
-    for st_a, st_b in zip(ours[1], theirs[1]):
+    for p, st_a, st_b in zip(params, ours[1], theirs[1]):
         assert st_a.keys() == st_b.keys()
-        assert all(_same_tensor(st_a[k], st_b[k]) for k in st_a)
+        # torch.optim's load_state_dict casts a per-tensor scalar state to its param's dtype
+        assert all(_same_tensor(st_a[k], st_b[k].to(p.dtype) if k in info.scalar_names
+                                else st_b[k]) for k in st_a)
+
+
+# A per-tensor scalar state (NAdam's mu_product, ...) is whatever torch.optim's
+# load_state_dict leaves (it checks none); one that is no number is refused when the next
+# step reads it, before anything is written.
+SCALAR_CORRUPTIONS = {"two elements": lambda: torch.zeros(2), "a list": lambda: [0.5],
+                      "a word": lambda: "x", "None": lambda: None, "missing": None}
+_SCALAR_CASES = [pytest.param(info, name, how, id=f"{info.name}-{name}-{how}")
+                 for info in registry.OPTIMIZERS for name in info.scalar_names
+                 for how in SCALAR_CORRUPTIONS]
+
+
+@pytest.mark.parametrize("info, name, how", _SCALAR_CASES)
+def test_torch_bad_scalar_state_is_never_used(info, name, how):
+    pytest.importorskip("torch")
+    hyper = info.rich()
+    good = copy.deepcopy(make_torch(ft, info, hyper, seed=7, steps=5)[0].state_dict())
+    bad = copy.deepcopy(good)
+    make = SCALAR_CORRUPTIONS[how]
+    if make is None:
+        del bad["state"][1][name]
+    else:
+        bad["state"][1][name] = make()
+    opt, params = make_torch(ft, info, hyper, seed=8, steps=3)
+    snap = torch_snapshot(opt, params)
+    try:
+        opt.load_state_dict(bad)
+    except (TypeError, ValueError) as e:            # refused on loading: nothing kept
+        assert str(e).startswith("Invalid"), e
+        assert_torch_same(opt, params, snap)
+        return
+    snap = torch_snapshot(opt, params)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    with pytest.raises((TypeError, ValueError), match=rf"^Invalid state '{name}'"):
+        opt.step()
+    assert_torch_same(opt, params, snap)

@@ -6,7 +6,8 @@ state_dict moves in both directions, zero-copy updates, and bad input that must 
 leave everything as it was.
 The last section runs over the optimizer registry (tests/optimizers.py): every option set,
 several seeds, sizes 0, 1, the SIMD tails and 2-d, float32 and float64 in one group, param
-groups for every optimizer, through fastadam.torch and through the NumPy classes.
+groups for every optimizer, through fastadam.torch and through the NumPy classes; and
+checkpoints moving torch.optim -> fastadam.torch -> torch.optim for every option set.
 
 Tolerances come from measurements (see PARITY_TOL): each model trains on its own, so the
 last-bit differences between torch's and fastadam's arithmetic (torch's CPU ``add`` with
@@ -16,6 +17,7 @@ gradients, as they would between any two implementations.
 """
 
 import copy
+import inspect
 import io
 import os
 import subprocess
@@ -133,11 +135,15 @@ def test_matches_torch_optim_over_training(case, dtype):
     assert_state_dict_equal(opt_b.state_dict(), opt_a.state_dict(), exact=False)
 
 
-def test_defaults_equal_torch():
+@pytest.mark.parametrize("info", registry.TORCH_OPTIMIZERS, ids=lambda i: i.name)
+def test_defaults_equal_torch(info):
     p = [nn.Parameter(torch.zeros(3))]
-    for name in ("Adam", "AdamW", "SGD", "RMSprop"):
-        assert getattr(ft, name)(p).defaults == getattr(torch.optim, name)(p).defaults, name
-        assert isinstance(getattr(ft, name)(p), torch.optim.Optimizer)
+    ours, theirs = getattr(ft, info.torch_name)(p), getattr(torch.optim, info.torch_name)(p)
+    assert isinstance(ours, torch.optim.Optimizer)
+    assert ours.defaults == theirs.defaults
+    # the same group keys in the same order: the state_dict format
+    assert list(ours.state_dict()["param_groups"][0].items()) == \
+        list(theirs.state_dict()["param_groups"][0].items())
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -480,6 +486,18 @@ def test_bad_options_are_rejected(cls, kw, exc, match):
         cls([torch.zeros(3)], **kw)
 
 
+@pytest.mark.parametrize("info", registry.TORCH_OPTIMIZERS, ids=lambda i: i.name)
+def test_registry_capturable_and_differentiable_refused(info):
+    """Whichever of the two options the torch.optim class has, its drop-in refuses True."""
+    cls = getattr(ft, info.torch_name)
+    flags = [f for f in ("capturable", "differentiable")
+             if f in inspect.signature(getattr(torch.optim, info.torch_name)).parameters]
+    assert "differentiable" in flags
+    for flag in flags:
+        with pytest.raises(ValueError, match=rf"^Invalid {flag}=True"):
+            cls([torch.zeros(3)], **{flag: True})
+
+
 def test_fused_and_foreach_are_accepted():
     for kw in (dict(fused=True), dict(foreach=True), dict(fused=False, foreach=False)):
         p = nn.Parameter(torch.ones(3))
@@ -640,8 +658,8 @@ def test_bench_transformer_section(capsys, monkeypatch):
 
 # ------------------------------------------------------------ parity over the registry
 # Every optimizer of tests/optimizers.py that torch.optim has (registry.TORCH_OPTIMIZERS;
-# Lion's torch for-loop is tests/test_lion.py's), every option set torch.optim has, several
-# seeds:
+# Lion's torch for-loop is tests/test_optimizer_rules.py's), every option set torch.optim
+# has, several seeds:
 # fastadam.torch.X and fastadam.X (the NumPy class) against torch.optim.X(foreach=False),
 # stepping the same fixed gradients (no model: nothing feeds a difference back), on
 # tensors of sizes 0, 1, the SIMD tails and 2-d, float32 and float64 mixed in one group.
@@ -714,11 +732,19 @@ def compare_torch_states(info, hypers, params_a, opt_a, params_b, opt_b, where):
         sa, sb = opt_a.state[pa], opt_b.state[pb]
         assert sorted(sa) == sorted(sb) == sorted(expected_state_keys(info, h)), (i, list(sb))
         for k in sa:
-            if k == "step":
-                assert float(sb[k]) == float(sa[k]) and sb[k].dtype == sa[k].dtype, (i, k)
+            if k == "step" or k in info.scalar_names:
+                assert_same_scalar(sb[k], sa[k], f"{where}: {k} of param {i}")
             else:
                 pairs.setdefault((k, pa.dtype), []).append((f"{k} of param {i}", sa[k], sb[k]))
     assert_parity(info, pairs, where)
+
+
+def assert_same_scalar(ours, theirs, where):
+    """A step count or per-tensor scalar state: torch.optim's value, dtype and shape
+    exactly (fastadam computes them as torch.optim does, rounded to their dtype)."""
+    ours, theirs = _np(ours), _np(theirs)
+    assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape), where
+    assert ours.tobytes() == theirs.tobytes(), (where, ours, theirs)
 
 
 def run_torch_parity(info, groups, seed, steps=PARITY_STEPS, change=None):
@@ -819,10 +845,76 @@ def test_registry_numpy_class_parity(info, hyper, seed):
             assert sorted(k for k in sa if k != "step") == sorted(opt_b.state[i]) \
                 == sorted(info.state_names(hyper))
             for k, arr in opt_b.state[i].items():
-                pairs.setdefault((k, pa.dtype), []).append((f"{k} of param {i}", sa[k], arr))
+                if k in info.scalar_names:
+                    assert_same_scalar(arr, sa[k], f"{info.name}: {k} of param {i}")
+                else:
+                    pairs.setdefault((k, pa.dtype), []).append((f"{k} of param {i}", sa[k],
+                                                                arr))
             if info.torch_has_step:
                 assert float(sa["step"]) == opt_b.step_count == t + 1
         assert_parity(info, pairs, f"{info.name} seed {seed} after {t + 1} steps")
+
+
+# Checkpoints over the registry: torch.optim -> fastadam.torch -> torch.optim.
+ROUND_TRIP_SHAPES = [(0,), (1,), (17,), (3, 5), ()]
+ROUND_TRIP_K = 4        # steps per optimizer: RAdam rectifies from step 6, in the middle
+LAGGING = 1             # this param gets no grad every third step: its own step count
+
+
+def round_trip_tensors(info, seed):
+    """Params of the row's ``torch_reload_dtypes`` (alternating) and 3*K steps of grads
+    (None where the lagging param gets none)."""
+    gen = torch.Generator().manual_seed(seed)
+    dtypes = [getattr(torch, info.torch_reload_dtypes[i % len(info.torch_reload_dtypes)])
+              for i in range(len(ROUND_TRIP_SHAPES))]
+    params = [torch.randn(s, generator=gen, dtype=d) for s, d in zip(ROUND_TRIP_SHAPES, dtypes)]
+    grads = [[None if i == LAGGING and t % 3 == 2 else torch.randn(p.shape, generator=gen,
+                                                                     dtype=p.dtype)
+              for i, p in enumerate(params)] for t in range(3 * ROUND_TRIP_K)]
+    return params, grads
+
+
+def step_with(opt, params, grads):
+    for gs in grads:
+        for p, g in zip(params, gs):
+            p.grad = None if g is None else g.clone()
+        opt.step()
+
+
+def reloaded(cls, params, kw, opt):
+    """A new ``cls`` over ``params`` from ``opt``'s checkpoint."""
+    new = cls(params, **kw)
+    new.load_state_dict(checkpoint(opt))
+    return new
+
+
+@pytest.mark.parametrize("info, hyper", _OPTION_CASES, ids=_OPTION_IDS)
+def test_registry_checkpoint_round_trip(info, hyper):
+    """torch.optim.X steps K times, its checkpoint (torch.save, torch.load) loads into
+    fastadam.torch.X, which steps K more, and its checkpoint into torch.optim.X, which steps
+    K more: the same run as torch.optim.X's taking the same checkpoints itself (its
+    load_state_dict casts a per-tensor scalar state to its param's dtype, which changes a
+    float64 param's run), to the accuracy tolerances, with the step counts and scalar
+    states exactly; fastadam.torch's state_dict is torch.optim's, keys, order and format."""
+    torch_cls, ours = getattr(torch.optim, info.torch_name), getattr(ft, info.torch_name)
+    kw = dict(info.torch_kwargs(hyper), foreach=False)
+    params, grads = round_trip_tensors(info, seed=3)
+    hypers = [hyper] * len(params)
+    ref, run = [p.clone() for p in params], [p.clone() for p in params]
+    ref_opt, opt = torch_cls(ref, **kw), torch_cls(run, **kw)
+    k = ROUND_TRIP_K
+    for segment, cls in enumerate((torch_cls, ours, torch_cls)):
+        if segment:
+            ref_opt, opt = reloaded(torch_cls, ref, kw, ref_opt), reloaded(cls, run, kw, opt)
+            if cls is ours:     # loaded as torch.optim loads it
+                assert_state_dict_equal(opt.state_dict(), ref_opt.state_dict())
+        step_with(ref_opt, ref, grads[segment * k:(segment + 1) * k])
+        step_with(opt, run, grads[segment * k:(segment + 1) * k])
+        compare_torch_states(info, hypers, ref, ref_opt, run, opt,
+                             f"{info.name} after {(segment + 1) * k} steps ({cls.__module__})")
+        assert_state_dict_equal(opt.state_dict(), ref_opt.state_dict(), exact=False)
+    if info.torch_has_step:
+        assert float(opt.state[run[LAGGING]]["step"]) < float(opt.state[run[0]]["step"])
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -138,3 +138,37 @@ def test_tmp_is_only_scratch():
             outs.append((q, mm, vv, q2, mm2, q3, vv3))
         for a, b in zip(*outs):
             np.testing.assert_array_equal(a, b)
+
+
+LATER = ("lion", "adagrad", "adamax", "adadelta", "radam", "rprop", "nadam", "asgd")
+POSITIVE = ("sum", "exp_avg_sq", "square_avg", "acc_delta", "exp_inf", "step_size")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("opt, extra", [(o, {}) for o in LATER] + [("asgd", {"t0": 3})])
+def test_later_optimizers_match_the_reference(opt, extra, dtype, n):
+    """Each later optimizer's tuned code, called as the benchmark calls it (the functional's
+    arguments and its bench configuration), against the reference over 12 steps from step
+    1 (RAdam's early unrectified steps, ASGD's averaging from t0 on with ``t0=3``)."""
+    from fastadam import _registry, bench
+    entry = _registry.by_name(opt)
+    rng = np.random.default_rng(n)
+    used = bench._used_states(opt)
+    p = rand(rng, n, dtype)
+    states = [rand(rng, n, dtype, "pos" if s.name in POSITIVE else "normal") for s in used]
+    hyper = {**{h.name: h.default for h in entry.hyper}, **entry.bench, **extra}
+    scalars = [np.array(hyper[c.init] if isinstance(c.init, str) else c.init, np.float32)
+               for c in entry.scalars]
+    mine = [p] + states + scalars
+    theirs = [a.copy() for a in mine]
+    scratch = (np.empty_like(p), np.full_like(p, np.nan))   # scratch contents do not matter
+    fn = getattr(_tuned, f"{opt}_")
+    for t in range(1, 13):
+        g = rand(rng, n, dtype)
+        kw = {**entry.bench, **extra, **({"step": t} if "step" in entry.bench else {})}
+        fn(mine[0], g, *mine[1:], scratch=scratch, **kw)
+        getattr(reference, f"{opt}_")(theirs[0], g, *theirs[1:], **kw)
+        names = ["param"] + [s.name for s in used] + [c.name for c in entry.scalars]
+        for name, a, b in zip(names, mine, theirs):
+            close(np.asarray(a), np.asarray(b), f"{opt} {name}, step {t}")
