@@ -257,6 +257,15 @@ TRAINING_CASES = [
     ("RMSprop", dict(lr=1e-3, centered=True), 1.0),
     ("RMSprop", dict(lr=1e-3, momentum=0.5, weight_decay=1e-2), 1.0),
     ("RMSprop", dict(lr=1e-3, centered=True, momentum=0.5, maximize=True), -1.0),
+    ("Adagrad", dict(lr=1e-2, lr_decay=1e-3, initial_accumulator_value=0.1), 1.0),
+    ("Adamax", dict(weight_decay=1e-2), 1.0),
+    ("Adadelta", {}, 1.0),
+    ("RAdam", {}, 1.0),
+    ("RAdam", dict(weight_decay=1e-2, decoupled_weight_decay=True), 1.0),
+    ("NAdam", {}, 1.0),
+    ("NAdam", dict(weight_decay=1e-2, decoupled_weight_decay=True, maximize=True), -1.0),
+    ("Rprop", dict(lr=1e-3), 1.0),
+    ("ASGD", dict(lr=1e-2, t0=5), 1.0),
 ]
 
 
