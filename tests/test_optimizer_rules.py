@@ -564,3 +564,28 @@ def test_asgd_reference_eta_overflows_as_the_kernel(alpha):
         out.append((p.tobytes(), ax.tobytes(), eta.tobytes(), mu.tobytes()))
     assert out[0] == out[1]
     assert float(np.frombuffer(out[0][2])[0]) in (0.0, np.inf)
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(weight_decay=0.1, maximize=True)],
+                         ids=["defaults", "wd-maximize"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_asgd_streamed_ax_matches_reference_at_every_alignment(simd_path, dtype, opts):
+    # While mu == 1 a large range streams its stores to ax (kernels/asgd.pxi: from 32 KiB
+    # per call), element by element up to ax's first 64-byte-aligned element: ax starts at
+    # every offset within a cache line here (NumPy's own placement varies from run to run).
+    n, per_line = 20011, 64 // np.dtype(dtype).itemsize
+    for offset in range(per_line):
+        rng = np.random.default_rng(offset)
+        buf = np.empty(n + per_line, dtype)
+        start = (offset - buf.ctypes.data // buf.itemsize) % per_line
+        ax = buf[start:start + n]
+        assert ax.ctypes.data % 64 == offset * buf.itemsize
+        p, g = rand(rng, n, dtype), rand(rng, n, dtype)
+        ax[:] = rand(rng, n, dtype)
+        p_ref, ax_ref = p.copy(), ax.copy()
+        for fn, q, a in ((fastadam.asgd_, p, ax), (reference.asgd_, p_ref, ax_ref)):
+            eta, mu = np.array(0.05, np.float32), np.array(1.0, np.float32)
+            for t in range(1, 4):
+                fn(q, g, a, eta, mu, step=t, **opts)
+        assert p.tobytes() == p_ref.tobytes() and ax.tobytes() == ax_ref.tobytes(), offset
+        assert ax.tobytes() == p.tobytes()
