@@ -46,6 +46,9 @@ What a row must give for the kernel tests (tests/test_registry_kernels.py):
   ``fastadam.torch.<torch_name>`` is still tested on its own.
 - ``torch_reload_dtypes``: the param dtypes whose checkpoint round trip with torch.optim
   (tests/test_torch_dropin.py) continues torch.optim's run to the accuracy tolerances.
+- ``torch_nan_grads``: False where a NaN gradient element, let through by
+  ``nonfinite="propagate"``, does not do what it does in torch.optim (Rprop): the
+  comparison with torch's (tests/test_grad_policy.py) is then an expected failure.
 """
 
 import itertools
@@ -149,6 +152,7 @@ class OptimizerInfo:
     kernel_call: Optional[Callable[..., None]] = None
     grad_sample: Any = "normal"     # how the kernel tests draw gradients (as State.sample)
     torch_reload_dtypes: Tuple[str, ...] = ("float32", "float64")
+    torch_nan_grads: bool = True    # a NaN grad element does what it does in torch.optim
 
     def __post_init__(self):
         if self.torch_name is None:
@@ -190,10 +194,14 @@ class OptimizerInfo:
         out = [{**self.scalars[i % len(self.scalars)], **h} for i, h in enumerate(out)]
         return out + [dict(h) for h in self.extra_sets]
 
+    def torch_has(self, hyper):
+        """Whether torch.optim has option set ``hyper`` (none of the NumPy-only options
+        changed; for a row without a torch.optim class, whether fastadam.torch has it)."""
+        return all(hyper.get(k, self.defaults[k]) == self.defaults[k] for k in self.numpy_only)
+
     def torch_option_sets(self):
-        """The option sets torch.optim has (none of the NumPy-only options changed)."""
-        return [h for h in self.option_sets()
-                if all(h.get(k, self.defaults[k]) == self.defaults[k] for k in self.numpy_only)]
+        """The option sets torch.optim has."""
+        return [h for h in self.option_sets() if self.torch_has(h)]
 
     def torch_kwargs(self, hyper):
         """``hyper`` for torch.optim / fastadam.torch (the NumPy-only options dropped)."""
@@ -205,6 +213,17 @@ class OptimizerInfo:
             if len(self.state_names(h)) == len(self.states):
                 return h
         raise AssertionError(f"{self.name}: no option set has every state")
+
+    def richest(self):
+        """Among the option sets torch.optim has, one with every state and the most on/off
+        options on (a true value other than the default; the first such set): for tests
+        that want most branches of a step in one configuration."""
+        def on(h):
+            f = self.full(h)
+            return sum(1 for k in self.flags if f[k] != self.defaults[k] and bool(f[k]))
+        full = [h for h in self.torch_option_sets()
+                if len(self.state_names(h)) == len(self.states)]
+        return max(full, key=on)
 
     def bad_for(self, api, construction=False):
         """The bad values ``api`` refuses at every step (and, with ``construction``, those
@@ -329,7 +348,8 @@ def _policy():
 #: Bad ``grad_scale`` values for ``opt.step(grads, grad_scale=...)``.
 BAD_GRAD_SCALES = [(0.0, ValueError), (-1.0, ValueError), (NAN, ValueError),
                    (INF, ValueError), (-INF, ValueError), ("2", TypeError),
-                   (True, TypeError), (1j, TypeError), (np.array([2.0, 2.0]), TypeError)]
+                   (True, TypeError), (1j, TypeError), (np.array([2.0, 2.0]), TypeError),
+                   (np.array([2.0]), TypeError)]     # (float() would take one element)
 
 #: Bad ``step`` values for a functional kernel.
 BAD_STEPS = [
@@ -666,6 +686,7 @@ RPROP = OptimizerInfo(
     kernel_step="none",
     bitwise=lambda h: True,     # the kernel does the reference's operations in its order
     grad_sample=_rprop_grad,
+    torch_nan_grads=False,      # torch's sign(NaN) is 0, NumPy's and fastadam's NaN
 )
 
 
