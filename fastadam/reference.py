@@ -266,20 +266,22 @@ def rprop_(param, grad, prev, step_size, *, lr=1e-2, etas=(0.5, 1.2), step_sizes
     ``g = -grad if maximize else grad``; ``s = sign(g*prev)``; ``eta = etaplus`` where
     ``s > 0``, ``etaminus`` where ``s < 0``, 1 where ``s == 0``;
     ``step_size = clip(step_size*eta, step_sizes[0], step_sizes[1])``; ``g = 0`` where
-    ``eta == etaminus``; ``param = param - sign(g)*step_size``; ``prev = g``. (``lr`` only
-    sets the initial step sizes.)
+    ``eta == etaminus``; ``param = param - sign(g)*step_size``; ``prev = g``, with torch's
+    sign(NaN) = 0: a NaN gradient element changes only ``prev``. (``lr`` only sets the
+    initial step sizes.)
     """
     etaminus, etaplus = etas
     lo, hi = step_sizes
     g = -grad if maximize else grad
-    s = np.sign(g * prev)
+    # torch's sign on the CPU: 0 for NaN, so a NaN element keeps its step size and param
+    s = np.nan_to_num(np.sign(g * prev), nan=0.0)
     eta = np.array(s)           # an array also for 0-d params (s is then a NumPy scalar)
     eta[s > 0] = etaplus
     eta[s < 0] = etaminus
     eta[s == 0] = 1
     step_size[...] = np.clip(step_size * eta, lo, hi)
     g = np.where(eta == eta.dtype.type(etaminus), 0, g).astype(param.dtype)
-    param[...] = param + (-1) * np.sign(g) * step_size
+    param[...] = param + (-1) * np.nan_to_num(np.sign(g), nan=0.0) * step_size
     prev[...] = g
 
 

@@ -46,9 +46,6 @@ What a row must give for the kernel tests (tests/test_registry_kernels.py):
   ``fastadam.torch.<torch_name>`` is still tested on its own.
 - ``torch_reload_dtypes``: the param dtypes whose checkpoint round trip with torch.optim
   (tests/test_torch_dropin.py) continues torch.optim's run to the accuracy tolerances.
-- ``torch_nan_grads``: False where a NaN gradient element, let through by
-  ``nonfinite="propagate"``, does not do what it does in torch.optim (Rprop): the
-  comparison with torch's (tests/test_grad_policy.py) is then an expected failure.
 """
 
 import itertools
@@ -152,7 +149,6 @@ class OptimizerInfo:
     kernel_call: Optional[Callable[..., None]] = None
     grad_sample: Any = "normal"     # how the kernel tests draw gradients (as State.sample)
     torch_reload_dtypes: Tuple[str, ...] = ("float32", "float64")
-    torch_nan_grads: bool = True    # a NaN grad element does what it does in torch.optim
 
     def __post_init__(self):
         if self.torch_name is None:
@@ -686,7 +682,6 @@ RPROP = OptimizerInfo(
     kernel_step="none",
     bitwise=lambda h: True,     # the kernel does the reference's operations in its order
     grad_sample=_rprop_grad,
-    torch_nan_grads=False,      # torch's sign(NaN) is 0, NumPy's and fastadam's NaN
 )
 
 

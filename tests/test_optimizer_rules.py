@@ -229,8 +229,8 @@ def test_radam_every_step_of_the_switch_matches_torch(dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_rprop_sign_flips_element_by_element(dtype):
     """Same sign: the step size grows by etaplus and p moves against g; a flip: it shrinks
-    by etaminus, p stays, prev becomes 0; a zero product: the size stays; NaN propagates
-    into that element's size and param only."""
+    by etaminus, p stays, prev becomes 0; a zero product: the size stays; a NaN gradient
+    element (torch's sign(NaN) = 0) leaves its size and param and is remembered in prev."""
     p = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], dtype)
     prev = np.array([2.0, -2.0, 2.0, 0.0, 3.0, 1.0], dtype)
     g = np.array([1.0, -3.0, -1.0, 5.0, 0.0, np.nan], dtype)
@@ -241,7 +241,11 @@ def test_rprop_sign_flips_element_by_element(dtype):
     assert p[:5].tolist() == [one - hi, one + hi, one, one - c, one]
     assert prev[:5].tolist() == [1.0, -3.0, 0.0, 5.0, 0.0]
     assert not np.signbit(prev[2])
-    assert np.isnan(size[5]) and np.isnan(p[5]) and np.isnan(prev[5])
+    assert size[5] == c and p[5] == one and np.isnan(prev[5])
+    q, r = p.copy(), size.copy()            # a NaN prev: likewise the next step
+    fastadam.rprop_(p, np.ones(6, dtype), prev, size, etas=(0.5, 2.0),
+                    step_sizes=(0.01, 0.15))
+    assert size[5] == r[5] and p[5] == q[5] - r[5]
 
 
 def test_rprop_clamp_order_and_nan_step_size():

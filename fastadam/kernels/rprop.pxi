@@ -40,10 +40,9 @@ cdef inline void rprop_loop(const rprop_c* c, double grad_mul, real* p, const re
     for i in range(lo, hi):
         gi = gmul * g[i]
         prod = gi * prev[i]
-        # eta by sign(g*prev): etaplus, etaminus or 1; a NaN stays NaN. Selects, so that
-        # the loop vectorises.
-        eta = one if prod == 0 else prod
-        eta = etaminus if prod < 0 else eta
+        # eta by sign(g*prev): etaplus, etaminus or 1, and 1 for a NaN (torch's sign(NaN)
+        # is 0 on the CPU). Selects, so that the loop vectorises.
+        eta = etaminus if prod < 0 else one
         eta = etaplus if prod > 0 else eta
         # np.clip / torch's clamp: max with step_min first, then min with step_max; an
         # equal value and a NaN stay
@@ -53,9 +52,8 @@ cdef inline void rprop_loop(const rprop_c* c, double grad_mul, real* p, const re
         size[i] = s
         # no move on a sign flip, and the gradient remembered as 0
         gi = <real>0 if eta == etaminus else gi
-        # np.sign, as lion.pxi: +0 for +-0, NaN for NaN
+        # torch's sign: +0 for +-0 and for NaN, so a NaN gradient element moves nothing
+        # (it is remembered in prev, as torch.optim.Rprop does)
         sgn = <real>(gi > 0) - <real>(gi < 0)
-        if gi != gi:
-            sgn = gi
         p[i] = p[i] - sgn * s
         prev[i] = gi
