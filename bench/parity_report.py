@@ -147,7 +147,9 @@ def section_torch_itself(steps):
         devs = [train_pair(lambda p: getattr(torch.optim, name)(p, foreach=False, **kw),
                            lambda p: getattr(torch.optim, name)(p, foreach=True, **kw),
                            dtype, 0, steps, sign) for name, kw, sign in CASES]
-        print(f"   {str(dtype).replace('torch.', ''):<8} largest deviation {max(devs):.1e}")
+        worst = max(range(len(devs)), key=devs.__getitem__)
+        print(f"   {str(dtype).replace('torch.', ''):<8} largest deviation {devs[worst]:.1e}"
+              + (f" ({label(*CASES[worst][:2])})" if devs[worst] else ""))
 
 
 def section_same_grads(steps, n=10_000):
