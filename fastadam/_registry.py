@@ -228,6 +228,7 @@ OPTIMIZERS = (
         classes="Lion",
         torch_step=False,       # as lion-pytorch: its state is exp_avg alone
         torch_setdefaults=dict(maximize=False),
+        min_per_thread=(1 << 18, 1 << 17),
         doc="""One Lion step (Chen et al. 2023), in place.
 
     ``g = -grad if maximize else grad``; ``c = b1*exp_avg + (1-b1)*g``;
@@ -250,6 +251,7 @@ OPTIMIZERS = (
         classes="Adagrad",
         torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
                                fused=None),
+        min_per_thread=(1 << 16, 1 << 15),
         bench=dict(step=10),
         doc="""One Adagrad step, in place.
 
@@ -275,6 +277,7 @@ OPTIMIZERS = (
         classes="Adamax",
         torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
                                capturable=False),
+        min_per_thread=(1 << 16, 1 << 15),
         bench=dict(step=10),
         doc="""One Adamax step, in place.
 
@@ -298,6 +301,7 @@ OPTIMIZERS = (
         classes="Adadelta",
         torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
                                capturable=False),
+        min_per_thread=(1 << 16, 1 << 14),
         doc="""One Adadelta step, in place.
 
     ``g = -grad if maximize else grad``; ``g = g + weight_decay*param``;
@@ -324,6 +328,7 @@ OPTIMIZERS = (
         classes="RAdam",
         torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
                                decoupled_weight_decay=False, capturable=False),
+        min_per_thread=(1 << 16, 1 << 14),
         bench=dict(step=10),
         doc="""One RAdam step (torch.optim.RAdam's rule), in place.
 
@@ -350,6 +355,7 @@ OPTIMIZERS = (
         classes="Rprop",
         torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
                                capturable=False),
+        min_per_thread=(1 << 16, 1 << 15),
         bench=dict(lr=1e-2),
         doc="""One Rprop step (torch.optim.Rprop's rule), in place.
 
@@ -383,6 +389,7 @@ OPTIMIZERS = (
         classes="NAdam",
         torch_setdefaults=dict(maximize=False, foreach=None, capturable=False,
                                differentiable=False, decoupled_weight_decay=False),
+        min_per_thread=(1 << 16, 1 << 14),
         bench=dict(step=10),
         doc="""One NAdam step (torch.optim.NAdam's rule), in place; ``mu_product`` is the
     tensor's product of the momentum coefficients so far (a writable 0-d float32 or float64
@@ -414,6 +421,7 @@ OPTIMIZERS = (
         classes="ASGD",
         torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
                                capturable=False),
+        min_per_thread=(1 << 17, 1 << 17),
         bench=dict(step=10),
         doc="""One ASGD step (torch.optim.ASGD's rule), in place; ``eta`` and ``mu`` are the
     tensor's step size and averaging rate (writable 0-d float32 or float64 arrays: ``lr``
