@@ -11,11 +11,18 @@
  * No separate non-finite check is needed: a NaN or inf element makes its lane, and so the
  * total, NaN or inf. A float32 square cannot overflow a double; a float64 one can, so for
  * float64 the caller confirms a non-finite total element by element.
+ *
+ * bfloat16 and float16 gradients are widened (exactly) to float32 a block at a time and
+ * summed by fa_sumsq_f32: a block holds a multiple of FA_LANES elements, so lane k still
+ * adds the elements lo+k, lo+k+32, ... and the bits are those of fa_sumsq_f32 on the
+ * widened array.
  */
 #ifndef FA_SUMSQ_H
 #define FA_SUMSQ_H
 
 #include <string.h>
+
+#include "fa_half.h"
 
 #define FA_LANES 32
 
@@ -97,6 +104,45 @@ static void fa_sumsq_f32(const void* gv, Py_ssize_t lo, Py_ssize_t hi, double* a
     Py_ssize_t i = lo;
     FA_SUMSQ_BODY(FA_LOAD_F32)
     FA_SUMSQ_SCALAR
+}
+
+/* A multiple of FA_LANES; 2 KB of float32 on the stack. fa_sumsq_f32 prefetches ahead
+ * of the block, not of g, so g is prefetched here. */
+#define FA_SUMSQ_BLOCK16 512
+
+#ifdef FA_PREFETCH
+#  define FA_PREFETCH16(p)                                                    \
+    {                                                                         \
+        int j16;                                                              \
+        for (j16 = 0; j16 < FA_SUMSQ_BLOCK16 * 2; j16 += 64)                  \
+            FA_PREFETCH((const char*)(p) + FA_AHEAD + j16);                   \
+    }
+#else
+#  define FA_PREFETCH16(p)
+#endif
+
+#define FA_SUMSQ_HALF(WIDEN)                                                  \
+    {                                                                         \
+        const uint16_t* g = (const uint16_t*)gv;                              \
+        float block[FA_SUMSQ_BLOCK16];                                        \
+        Py_ssize_t i, m;                                                      \
+        for (i = lo; i < hi; i += m) {                                        \
+            m = hi - i < FA_SUMSQ_BLOCK16 ? hi - i : FA_SUMSQ_BLOCK16;        \
+            FA_PREFETCH16(g + i);                                             \
+            WIDEN(g + i, block, (ptrdiff_t)m);                                \
+            fa_sumsq_f32(block, 0, m, acc);                                   \
+        }                                                                     \
+    }
+
+/* inline: no unused-function warning in a module that sums no 16-bit gradients */
+static FA_INLINE void fa_sumsq_bf16(const void* gv, Py_ssize_t lo, Py_ssize_t hi,
+                                    double* acc) {
+    FA_SUMSQ_HALF(fa_widen_bf16)
+}
+
+static FA_INLINE void fa_sumsq_f16(const void* gv, Py_ssize_t lo, Py_ssize_t hi,
+                                   double* acc) {
+    FA_SUMSQ_HALF(fa_widen_f16)
 }
 
 #endif
