@@ -99,8 +99,8 @@ _select_simd()
 # and a hand-back) costs more than it saves; the break-even depends on the kernel's cost per
 # element. Measured on 2 cores (1 vs 2 threads, side by side), rounded to powers of two, and
 # kept in fastadam/_registry.py (``min_per_thread``; a kernel without a measured row gets
-# DEFAULT_MIN_PER_THREAD). [kernel][dtype], filled in by _optimizers.pxi.
-cdef Py_ssize_t MIN_PER_THREAD[N_KERNELS][N_DTYPES]
+# DEFAULT_MIN_PER_THREAD). [kernel][compute dtype], filled in by _optimizers.pxi.
+cdef Py_ssize_t MIN_PER_THREAD[N_KERNELS][N_COMPUTE]
 cdef Py_ssize_t _min_override = 0
 # A worker reads the segment table the caller has just written (new grad pointers each
 # step): a cross-core cache miss per segment, ~0.2 µs here. Many tiny tensors (1000 of 100
@@ -167,8 +167,16 @@ def get_num_threads():
 set_num_threads(min(_default_threads(), 256))   # CPUs beyond 256 go unused
 
 
+# How a segment runs (_seg_class): its compute dtype's kernel directly (F32, F64), or
+# the float32 kernel through the block converter (16-bit arrays, a param_copy).
+cdef enum:
+    CONVERT = N_COMPUTE
+    N_CLASSES = N_COMPUTE + 1
+
+
 cdef struct Job:
     kernel_fn fn
+    convert_fn convert      # NULL: run ``fn`` directly
     const void* consts
     double grad_mul
     const Seg* segs
@@ -186,7 +194,9 @@ cdef void _run_part(void* ctx, int part, int nparts) noexcept nogil:
         if start + n > lo:
             a = lo - start if lo > start else 0
             b = hi - start if hi - start < n else n
-            if a < b:
+            if a < b and job.convert != NULL:
+                job.convert(job.fn, job.consts, job.grad_mul, &job.segs[i], a, b)
+            elif a < b:
                 job.fn(job.consts, job.grad_mul, &job.segs[i], a, b)
         start += n
         if start >= hi:
@@ -208,17 +218,22 @@ cdef inline int _nparts(Py_ssize_t total, Py_ssize_t nseg, Py_ssize_t min_per) n
     return nparts
 
 
-cdef void _run(int kernel, int dtype, const void* consts, double grad_mul, const Seg* segs,
+cdef void _run(int kernel, int cls, const void* consts, double grad_mul, const Seg* segs,
                Py_ssize_t nseg, Py_ssize_t total) noexcept nogil:
-    """Apply one kernel (its loop constants ``consts``) to every segment, split over threads
-    when large enough."""
+    """Apply one kernel (its loop constants ``consts``) to every segment, all of one class
+    (F32, F64 or CONVERT), split over threads when large enough."""
     cdef Job job
     cdef Py_ssize_t i
-    cdef int nparts = _nparts(total, nseg, MIN_PER_THREAD[kernel][dtype])
-    job.fn = _table.fn[kernel][dtype]
+    cdef int comp = F32 if cls == CONVERT else cls
+    cdef int nparts = _nparts(total, nseg, MIN_PER_THREAD[kernel][comp])
+    job.fn = _table.fn[kernel][comp]
+    job.convert = _table.convert if cls == CONVERT else NULL
     if nparts <= 1:
         for i in range(nseg):
-            job.fn(consts, grad_mul, &segs[i], 0, segs[i].n)
+            if job.convert != NULL:
+                job.convert(job.fn, consts, grad_mul, &segs[i], 0, segs[i].n)
+            else:
+                job.fn(consts, grad_mul, &segs[i], 0, segs[i].n)
         return
     job.consts = consts
     job.grad_mul = grad_mul
@@ -231,7 +246,7 @@ cdef void _run(int kernel, int dtype, const void* consts, double grad_mul, const
 
 # ---------------------------------------------------------------------------- gradient pre-pass
 
-# The pre-pass sums squares in fixed blocks of the concatenated grads of one dtype; threads
+# The pre-pass sums squares in fixed blocks of the concatenated grads of one bucket; threads
 # take whole blocks, and the blocks are added in order afterwards, so the norm has the same
 # bits whatever the thread count.
 cdef Py_ssize_t SUMSQ_BLOCK = 4096
@@ -246,7 +261,6 @@ cdef inline Py_ssize_t _sumsq_nblocks(Py_ssize_t total) noexcept nogil:
 
 
 cdef struct SumsqJob:
-    sumsq_fn fn
     const Seg* segs
     Py_ssize_t nseg
     Py_ssize_t total
@@ -280,7 +294,7 @@ cdef void _sumsq_part(void* ctx, int part, int nparts) noexcept nogil:
             e = hi - start if hi - start < n else n
             while a < e:
                 c = block_end - start if block_end - start < e else e
-                job.fn(job.segs[i].g, a, c, acc)
+                _table.sumsq[job.segs[i].gdt](job.segs[i].g, a, c, acc)
                 a = c
                 if start + a == block_end:
                     # The block is complete: add its lanes in a fixed order.
@@ -296,7 +310,7 @@ cdef void _sumsq_part(void* ctx, int part, int nparts) noexcept nogil:
             break
 
 
-cdef double _run_sumsq(int dtype, const Seg* segs, Py_ssize_t nseg, Py_ssize_t total,
+cdef double _run_sumsq(const Seg* segs, Py_ssize_t nseg, Py_ssize_t total,
                        double* sums) noexcept nogil:
     """The sum of the squares of every grad element (float64), the same bits at any thread
     count; ``sums`` is scratch space for one double per SUMSQ_BLOCK elements."""
@@ -306,7 +320,6 @@ cdef double _run_sumsq(int dtype, const Seg* segs, Py_ssize_t nseg, Py_ssize_t t
     cdef double sumsq = 0.0
     if total == 0:
         return 0.0
-    job.fn = _table.sumsq[dtype]
     job.segs = segs
     job.nseg = nseg
     job.total = total
@@ -330,6 +343,8 @@ cdef bint _any_nonfinite_f64(const Seg* segs, Py_ssize_t nseg) noexcept nogil:
     cdef const double* g
     cdef Py_ssize_t i, j
     for i in range(nseg):
+        if segs[i].gdt != F64:
+            continue
         g = <const double*>segs[i].g
         for j in range(segs[i].n):
             if g[j] - g[j] != 0.0:      # NaN for NaN and +-inf, 0 for the rest

@@ -29,14 +29,14 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
 # others are built for x86-64 targets only.
 SIMD_TARGETS = {
     "baseline": [],
-    "avx2": ["-mavx2", "-mfma"],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
     "avx512": ["-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw", "-mavx2", "-mfma",
-               "-mprefer-vector-width=512"],
+               "-mf16c", "-mprefer-vector-width=512"],
 }
 
 MSVC_COMMON = ["/O2", "/fp:precise", "/FIfa_msvc.h"]
 MSVC_DEBUG = ["/Od", "/Zi", "/fp:precise", "/FIfa_msvc.h"]
-# /arch:AVX2 also allows FMA instructions (contraction stays off, as above).
+# /arch:AVX2 also allows FMA and F16C instructions (contraction stays off, as above).
 MSVC_SIMD_TARGETS = {
     "baseline": [],
     "avx2": ["/arch:AVX2"],

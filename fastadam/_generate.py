@@ -62,8 +62,16 @@ def has_check(here, kernel):
 
 def context(reg, reg_dir=HERE):
     kinds = reg["KINDS"]
-    dtypes = [_Obj(name=n, ctype=c, npy=npy, index=i, code="F" + n[5:], suffix="f" + n[5:])
-              for i, (n, c, npy) in enumerate(reg["DTYPES"])]
+    suffix = {"float32": "f32", "float64": "f64", "bfloat16": "bf16", "float16": "f16"}
+    names = [d[0] for d in reg["DTYPES"]]
+    dtypes = [_Obj(name=n, ctype=c, npy=npy, index=i, code=suffix[n].upper(),
+                   suffix=suffix[n], compute=suffix[comp].upper(), half=n != comp)
+              for i, (n, c, npy, comp) in enumerate(reg["DTYPES"])]
+    computes = [d for d in dtypes if not d.half]
+    if [d.index for d in computes] != list(range(len(computes))):
+        raise ValueError("DTYPES: the compute dtypes must come first (the table's index)")
+    mixing = {role: [[int(b in reg["MIXING"][a][role]) for b in names] for a in names]
+              for role in ("grad", "state", "copy")}
     kernels, entries = [], []
     first = reg["kernels"]()
     for i, (kname, opt) in enumerate(first.items()):
@@ -131,6 +139,12 @@ def context(reg, reg_dir=HERE):
             else:
                 sig.append(f"{n}=None")
                 stub.append(f"{n}: Optional[_Float] = ...")
+        # Every functional: the 16-bit options (fastadam/_validate.pxi _rounding).
+        if not order:
+            sig.append("*")
+            stub.append("*")
+        sig += ["param_copy=None", "rounding='nearest'", "seed=0"]
+        stub += ["param_copy: Optional[_Float] = ...", "rounding: str = ...", "seed: int = ..."]
         req = ["REQ_GRAD"] + [f"REQ_STATE << {j}" for j, s in enumerate(opt.states)
                               if s.when is None]
         step_expr = {None: "0", "optional": "0 if step is None else _step(step)",
@@ -142,10 +156,12 @@ def context(reg, reg_dir=HERE):
             signature=", ".join(sig), stub=", ".join(stub), doc=opt.doc,
             scalar_names=scalar_names,
             required=" | ".join(f"({r})" for r in req), step_expr=step_expr,
+            step_key=step_expr,
             grad_mul=("-1.0 if h.maximize else 1.0" if "maximize" in names else "1.0")))
-    return dict(dtypes=dtypes, kernels=kernels, entries=entries, max_states=reg["MAX_STATES"],
-                max_scalars=reg["MAX_SCALARS"],
-                dtype_names=" or ".join(d.name for d in dtypes))
+    return dict(dtypes=dtypes, computes=computes, mixing=mixing, kernels=kernels,
+                entries=entries, max_states=reg["MAX_STATES"], max_scalars=reg["MAX_SCALARS"],
+                dtype_names=" or ".join(d.name for d in dtypes),
+                roundings=tuple(reg["ROUNDINGS"]))
 
 
 def generate(here=HERE, verbose=False):

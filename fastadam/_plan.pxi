@@ -16,6 +16,10 @@
 # whose step counts differ; it is still one native call, one pre-pass over every grad taking
 # part (so clipping uses the norm of all of them), then the kernels run after run.
 
+cdef enum:
+    ROW = 2 + MAX_STATES        # a tensor's arrays: param, MAX_STATES states, param_copy
+
+
 cdef struct Range:
     char* lo
     char* hi
@@ -34,25 +38,29 @@ cdef class Plan:
     cdef int nstates, nscalars
     cdef tuple scalar_names
     cdef list params, states, param_names, grad_names
-    cdef PyObject** arrays      # per tensor: param, then MAX_STATES states (NULL: absent)
+    cdef list copies            # per tensor: its param_copy or None
+    cdef PyObject** arrays      # per tensor: param, MAX_STATES states, copy (NULL: absent)
     cdef tuple state_names, state_why
     cdef bint has_state[MAX_STATES]     # every tensor has state k
-    cdef Seg* segs              # grouped by dtype, in the kernel table's dtype order
-    cdef Seg* rsegs             # step_runs' scratch: the segments taking part, by run, dtype
+    cdef Seg* segs              # grouped by class (_seg_class: F32, F64, CONVERT)
+    cdef Seg* rsegs             # _steps' scratch: the segments taking part, by run, class
     cdef Py_ssize_t* slot       # tensor i -> its index in segs
-    cdef int* dtype             # tensor i -> its dtype code
-    cdef Py_ssize_t first[N_DTYPES + 1]     # dtype d's segments: segs[first[d]:first[d+1]]
-    cdef Py_ssize_t total[N_DTYPES]         # and their number of elements
+    cdef int* cls               # tensor i -> its class with grads of its param's dtype
+    cdef Py_ssize_t first[N_CLASSES + 1]    # class c's segments: segs[first[c]:first[c+1]]
+    cdef Py_ssize_t total[N_CLASSES]        # and their number of elements
+    cdef bint regroup           # the bound grads' dtypes change some tensor's class
+    cdef bint any_half          # some param is 16-bit (so rounding applies)
     cdef Range* written         # byte ranges of every param and state, sorted, disjoint
     cdef Py_ssize_t nwritten
     cdef double* blocks         # pre-pass scratch: one partial sum per block
     cdef bint busy              # a step is running (its GIL-free part may be in flight)
     cdef readonly double grad_norm  # the last pre-pass's 2-norm of the unscaled grads
 
-    def __cinit__(self, int kernel, list params, list states, list keys):
+    def __cinit__(self, int kernel, list params, list states, list keys, list copies=None):
         """params: arrays; states: per tensor a tuple of the kernel's state arrays (its
         registry order), None for a state that tensor lacks; keys: the reprs used in
-        messages ("0", "'w'")."""
+        messages ("0", "'w'"); copies: per tensor a 16-bit param_copy (the param is then
+        float32) or None."""
         cdef Py_ssize_t i, n = len(params), nb = 0
         cdef int k, d
         cdef PyObject* st[MAX_STATES]
@@ -67,8 +75,13 @@ cdef class Plan:
         for i in range(n):
             if type(states[i]) is not tuple or len(states[i]) != self.nstates:
                 raise ValueError(f"Plan: states[{i}] must be a tuple of {self.nstates}")
+        if copies is None:
+            copies = [None] * n
+        elif len(copies) != n:
+            raise ValueError("Plan: params and copies must have the same length")
         self.ntensors = n
         self.params = list(params)
+        self.copies = list(copies)
         self.states = list(states)
         self.state_names = _STATE_NAMES[kernel]
         self.state_why = _STATE_WHY[kernel]
@@ -77,22 +90,22 @@ cdef class Plan:
         self.segs = <Seg*>malloc(max(n, 1) * sizeof(Seg))
         self.rsegs = <Seg*>malloc(max(n, 1) * sizeof(Seg))
         self.slot = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
-        self.dtype = <int*>malloc(max(n, 1) * sizeof(int))
-        self.written = <Range*>malloc(max((1 + self.nstates) * n, 1) * sizeof(Range))
+        self.cls = <int*>malloc(max(n, 1) * sizeof(int))
+        self.written = <Range*>malloc(max((2 + self.nstates) * n, 1) * sizeof(Range))
         # (a fixed stride, so that the per-step re-check loops a constant count)
-        self.arrays = <PyObject**>malloc(max((1 + MAX_STATES) * n, 1) * sizeof(PyObject*))
-        if (self.segs == NULL or self.rsegs == NULL or self.slot == NULL or self.dtype == NULL
+        self.arrays = <PyObject**>malloc(max(ROW * n, 1) * sizeof(PyObject*))
+        if (self.segs == NULL or self.rsegs == NULL or self.slot == NULL or self.cls == NULL
                 or self.written == NULL or self.arrays == NULL):
             raise MemoryError()
         for k in range(MAX_STATES):
             self.has_state[k] = n > 0 and k < self.nstates and all(
                 states[i][k] is not None for i in range(n))
-        # Validate in tensor order, then lay the segments out grouped by dtype.
+        # Validate in tensor order, then lay the segments out grouped by class.
         cdef Seg* checked = <Seg*>malloc(max(n, 1) * sizeof(Seg))
         if checked == NULL:
             raise MemoryError()
-        cdef Py_ssize_t count[N_DTYPES]
-        for d in range(N_DTYPES):
+        cdef Py_ssize_t count[N_CLASSES]
+        for d in range(N_CLASSES):
             count[d] = 0
             self.total[d] = 0
         try:
@@ -101,31 +114,34 @@ cdef class Plan:
                     x = states[i][k]
                     st[k] = <PyObject*>x if x is not None else NULL
                 try:
-                    self.dtype[i] = _check_tensor(&checked[i], 0, params[i], None, st,
-                                                  self.nstates, self.state_names)
+                    _check_tensor(&checked[i], 0, params[i], None, st, self.nstates,
+                                  self.state_names, copies[i])
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"{self.param_names[i]}: {e}") from None
-                count[self.dtype[i]] += 1
-                self.total[self.dtype[i]] += checked[i].n
+                self.any_half = self.any_half or checked[i].pdt >= N_COMPUTE
+                self.cls[i] = _seg_class(&checked[i])
+                count[self.cls[i]] += 1
+                self.total[self.cls[i]] += checked[i].n
             self.first[0] = 0
-            for d in range(N_DTYPES):
+            for d in range(N_CLASSES):
                 self.first[d + 1] = self.first[d] + count[d]
-                count[d] = self.first[d]        # next free slot of dtype d
+                count[d] = self.first[d]        # next free slot of class d
             for i in range(n):
-                d = self.dtype[i]
+                d = self.cls[i]
                 self.slot[i] = count[d]
                 count[d] += 1
                 self.segs[self.slot[i]] = checked[i]
         finally:
             free(checked)
-        for i in range(n):      # borrowed: self.params and self.states hold the references
-            self.arrays[(1 + MAX_STATES) * i] = <PyObject*>params[i]
+        for i in range(n):      # borrowed: self.params, .states, .copies hold the references
+            self.arrays[ROW * i] = <PyObject*>params[i]
             for k in range(MAX_STATES):
                 x = states[i][k] if k < self.nstates else None
-                self.arrays[(1 + MAX_STATES) * i + 1 + k] = \
-                    <PyObject*>x if x is not None else NULL
+                self.arrays[ROW * i + 1 + k] = <PyObject*>x if x is not None else NULL
+            x = copies[i]
+            self.arrays[ROW * i + 1 + MAX_STATES] = <PyObject*>x if x is not None else NULL
         self._index_written()
-        for d in range(N_DTYPES):
+        for d in range(N_CLASSES):
             nb += _sumsq_nblocks(self.total[d])
         self.blocks = <double*>malloc(max(nb, 1) * sizeof(double))
         if self.blocks == NULL:
@@ -136,7 +152,7 @@ cdef class Plan:
         free(self.segs)
         free(self.rsegs)
         free(self.slot)
-        free(self.dtype)
+        free(self.cls)
         free(self.written)
         free(self.arrays)
         free(self.blocks)
@@ -150,11 +166,11 @@ cdef class Plan:
         cdef char* ptr
         for i in range(self.ntensors):
             s = &self.segs[self.slot[i]]
-            nbytes = cnp.PyArray_NBYTES(self.params[i])
-            if nbytes == 0:
+            if s.n == 0:
                 continue
-            for k in range(1 + self.nstates):
-                ptr = <char*>(s.p if k == 0 else s.s[k - 1])
+            for k in range(2 + self.nstates):
+                ptr = <char*>(s.p if k == 0 else s.copy if k == 1 else s.s[k - 2])
+                nbytes = _nbytes_of(s, s.pdt if k == 0 else s.cdt if k == 1 else s.sdt)
                 if ptr != NULL:
                     self.written[m].lo = ptr
                     self.written[m].hi = ptr + nbytes
@@ -185,23 +201,26 @@ cdef class Plan:
         # A param or state may have been changed in place since the plan was made: its
         # dtype reassigned, made read-only, resized. Then this step must not run.
         cdef Seg* s = &self.segs[self.slot[i]]
-        cdef int npy_type = _NPY_TYPES[self.dtype[i]], k
-        cdef PyObject** row = self.arrays + (1 + MAX_STATES) * i
+        cdef int k, npy_type
+        cdef PyObject** row = self.arrays + ROW * i
         cdef PyObject* obj
-        cdef void* ptrs[1 + MAX_STATES]
+        cdef void* ptrs[ROW]
         ptrs[0] = s.p
         for k in range(MAX_STATES):
             ptrs[1 + k] = s.s[k]
-        for k in range(1 + MAX_STATES):
+        ptrs[ROW - 1] = s.copy
+        for k in range(ROW):
             obj = row[k]
             if obj == NULL:
                 continue
+            npy_type = _NPY_TYPES[s.pdt if k == 0 else s.cdt if k == ROW - 1 else s.sdt]
             if (cnp.PyArray_DATA(<cnp.ndarray>obj) != ptrs[k]
                     or cnp.PyArray_TYPE(<cnp.ndarray>obj) != npy_type
                     or cnp.PyArray_SIZE(<cnp.ndarray>obj) != s.n
                     or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>obj)
                     or not cnp.PyArray_CHKFLAGS(<cnp.ndarray>obj, cnp.NPY_ARRAY_C_CONTIGUOUS)):
                 what = self.param_names[i] if k == 0 else \
+                    f"param_copy of {self.param_names[i]}" if k == ROW - 1 else \
                     f"state {self.state_names[k - 1]!r} of {self.param_names[i]}"
                 raise ValueError(f"Invalid {what}: its dtype, size, layout, memory or "
                                  f"writability changed since the optimizer was built")
@@ -214,6 +233,7 @@ cdef class Plan:
         cdef Seg* s
         cdef cnp.ndarray p
         cdef char* gd
+        self.regroup = False
         if type(grads) is not list and type(grads) is not tuple:
             raise TypeError(f"Invalid grads: expected a list or tuple of arrays, "
                             f"got {type(grads).__name__}")
@@ -230,8 +250,11 @@ cdef class Plan:
                     raise ValueError(f"Invalid {self.grad_names[i]}: its param takes no part "
                                      f"in this step (run -1), so it must be None")
                 s.g = NULL
+                s.gdt = s.pdt
                 continue
-            _check_array(g, self.grad_names[i], p, False)
+            s.gdt = _check_grad(g, self.grad_names[i], p, s.pdt)
+            if _seg_class(s) != self.cls[i]:
+                self.regroup = True
             gd = <char*>cnp.PyArray_DATA(g)
             nb = cnp.PyArray_NBYTES(g)
             if nb > 0 and self._hits_written(gd, gd + nb):
@@ -244,8 +267,8 @@ cdef class Plan:
                        const Py_ssize_t* total, Py_ssize_t nbuckets,
                        double* blocks) noexcept nogil:
         """Set grad_norm from the grads of the buckets ``segs[first[b]:first[b+1]]`` (bucket
-        b of dtype b % N_DTYPES, ``total[b]`` elements); return whether any element is NaN or
-        inf. ``blocks``: scratch for every bucket's blocks, in bucket order."""
+        b of class b % N_CLASSES, ``total[b]`` elements); return whether any element is NaN
+        or inf. ``blocks``: scratch for every bucket's blocks, in bucket order."""
         cdef double sumsq, norm2 = 0.0
         cdef bint bad = False
         cdef int d
@@ -254,16 +277,39 @@ cdef class Plan:
             n = first[b + 1] - first[b]
             if not n:
                 continue
-            d = b % N_DTYPES
-            sumsq = _run_sumsq(d, segs + first[b], n, total[b], blocks)
+            d = b % N_CLASSES
+            sumsq = _run_sumsq(segs + first[b], n, total[b], blocks)
             blocks += _sumsq_nblocks(total[b])
             norm2 = norm2 + sumsq
-            # Only a float64 square can overflow a double: for the narrower dtypes a
-            # non-finite sum means a NaN or inf element.
+            # Only a float64 square can overflow a double: for the narrower dtypes (every
+            # grad outside class F64) a non-finite sum means a NaN or inf element.
             if not isfinite(sumsq) and (d != F64 or _any_nonfinite_f64(segs + first[b], n)):
                 bad = True
         self.grad_norm = sqrt(norm2)
         return bad
+
+    cdef inline Py_ssize_t _bucket(self, Py_ssize_t i, const Py_ssize_t* run_of) noexcept:
+        """Tensor i's bucket in _steps: its run, then its class with the bound grad."""
+        return (run_of[i] if run_of != NULL else 0) * N_CLASSES + \
+            _seg_class(&self.segs[self.slot[i]])
+
+    cdef int _round(self, bint stochastic, uint64_t seed, object runs,
+                    const Py_ssize_t* run_of, object step) except -1:
+        """Set how each 16-bit param is rounded this step; stochastically, its generator is
+        keyed by (seed, its run's step, its index in the plan)."""
+        cdef Py_ssize_t i, r, t
+        cdef Seg* s
+        cdef list steps = None
+        if stochastic:
+            steps = [_step(step)] if runs is None else [_step(run[1]) for run in runs]
+        for i in range(self.ntensors):
+            s = &self.segs[self.slot[i]]
+            r = run_of[i] if run_of != NULL else 0
+            s.stochastic = stochastic and s.pdt >= N_COMPUTE
+            if s.stochastic and r >= 0:
+                t = steps[r]
+                s.key = fa_sr_key(seed, <uint64_t>t, <uint64_t>i)
+        return 0
 
     cdef str _first_nonfinite(self, object grads):
         # Only on the error path: find it again with NumPy, in tensor order. (asarray: a
@@ -294,7 +340,7 @@ cdef class Plan:
             raise TypeError(f"Invalid scalars: expected a tuple of {self.nscalars} 0-d arrays "
                             f"{self.scalar_names}, got {type(scalars).__name__}")
         _read_scalars(sc, <tuple>scalars, self.scalar_names, "state ")
-        _scalars_apart(<tuple>scalars, self.scalar_names, "state ", NULL, 0)
+        _scalars_apart(<tuple>scalars, self.scalar_names, "state ", NULL)
         for k in range(self.nscalars):
             d = <char*>cnp.PyArray_DATA(<cnp.ndarray>scalars[k])
             if self._hits_written(d, d + cnp.PyArray_ITEMSIZE(<cnp.ndarray>scalars[k])):
@@ -313,7 +359,7 @@ cdef class Plan:
                 continue
             for i in range(self.ntensors):
                 if (run_of == NULL or run_of[i] == r) and \
-                        self.arrays[(1 + MAX_STATES) * i + 1 + k] == NULL:
+                        self.arrays[ROW * i + 1 + k] == NULL:
                     raise ValueError(f"Invalid {self.state_names[k]}: required when "
                                      f"{self.state_why[k]}, but the optimizer was built "
                                      f"without it (for {self.param_names[i]})")
@@ -362,36 +408,39 @@ cdef class Plan:
         return <cnp.ndarray>run_of
 
     def check(self, Hyperparams hyper not None, step, nonfinite="propagate",
-              max_grad_norm=None, grad_scale=None, scalars=None):
+              max_grad_norm=None, grad_scale=None, scalars=None, rounding="nearest", seed=0):
         """Raise what :meth:`step` would raise for these arguments before it looks at the
         grads (the step's loop constants; a state the options need and the plan lacks; the
         gradient policy; the scalar states). For callers that must check several plans
         before stepping any. Writes nothing (the scalar states neither)."""
-        self._steps(None, None, None, nonfinite, max_grad_norm, grad_scale, False, hyper, step,
-                    scalars)
+        self._steps(None, None, None, nonfinite, max_grad_norm, grad_scale, rounding, seed,
+                    False, hyper, step, scalars)
 
     def check_runs(self, runs, run_of=None, nonfinite="propagate", max_grad_norm=None,
-                   grad_scale=None):
+                   grad_scale=None, rounding="nearest", seed=0):
         """:meth:`check` for :meth:`step_runs`' arguments but the grads. Writes nothing."""
-        self._steps(None, runs, run_of, nonfinite, max_grad_norm, grad_scale, False)
+        self._steps(None, runs, run_of, nonfinite, max_grad_norm, grad_scale, rounding, seed,
+                    False)
 
     def step(self, grads, Hyperparams hyper not None, step, nonfinite="propagate",
-             max_grad_norm=None, grad_scale=None, scalars=None):
+             max_grad_norm=None, grad_scale=None, scalars=None, rounding="nearest", seed=0):
         """One step over every tensor: ``hyper`` from :func:`validate` (for this plan's
         kernel), ``step`` the 1-based number of this step, then the gradient policy
         (nonfinite, max_grad_norm, grad_scale: see _grad_policy); ``scalars``: for an
         optimizer with per-tensor scalar states (the registry's ``scalars``), a tuple of one
         0-d array per scalar, the value every tensor of this plan has, advanced in place
-        when the step is applied.
+        when the step is applied; ``rounding`` how the 16-bit params are stored ("nearest"
+        even, or "stochastic": from a generator keyed by ``seed``, this step and the
+        tensor's index in the plan, so the same at any thread count and after a resume).
 
         Binds and checks the grads, runs the pre-pass if the policy needs it, then the
         update. Returns False when the step was skipped (nonfinite="skip"), True when
         applied. Everything is checked before anything is written."""
-        return self._steps(grads, None, None, nonfinite, max_grad_norm, grad_scale, True,
-                           hyper, step, scalars)
+        return self._steps(grads, None, None, nonfinite, max_grad_norm, grad_scale, rounding,
+                           seed, True, hyper, step, scalars)
 
     def step_runs(self, grads, runs, run_of=None, nonfinite="propagate", max_grad_norm=None,
-                  grad_scale=None):
+                  grad_scale=None, rounding="nearest", seed=0):
         """One step in several runs, in one call: ``runs`` a list of ``(hyper, step,
         scalars)`` as :meth:`step` takes them; ``run_of`` a 1-d numpy.intp array giving each
         tensor's run, or -1 for a tensor that takes no part (its grad must be None; it and
@@ -399,11 +448,13 @@ cdef class Plan:
         tensor is in it. The gradient policy covers every grad taking part: the pre-pass
         norm is theirs, and a skipped step skips every run. Everything is checked before
         anything is written. Returns as :meth:`step`."""
-        return self._steps(grads, runs, run_of, nonfinite, max_grad_norm, grad_scale, True)
+        return self._steps(grads, runs, run_of, nonfinite, max_grad_norm, grad_scale, rounding,
+                           seed, True)
 
     cdef object _steps(self, object grads, object runs, object run_of, object nonfinite,
-                       object max_grad_norm, object grad_scale, bint apply,
-                       Hyperparams hyper=None, object step=None, object scalars=None):
+                       object max_grad_norm, object grad_scale, object rounding, object seed,
+                       bint apply, Hyperparams hyper=None, object step=None,
+                       object scalars=None):
         # ``runs`` None: one run, (hyper, step, scalars), the lean path of step() and check()
         cdef Consts c1
         cdef double gm1, norm, coef, factor = 1.0, scale
@@ -412,7 +463,8 @@ cdef class Plan:
         cdef double* grad_mul = &gm1
         cdef ScalarState* sc = &sc1
         cdef GradPolicy pol
-        cdef bint bad, prepass
+        cdef bint bad, prepass, stochastic
+        cdef uint64_t sd
         cdef Py_ssize_t nruns, b, i, nbuckets, nblocks, n
         cdef const Py_ssize_t* ro = NULL
         cdef cnp.ndarray run_arr
@@ -439,7 +491,7 @@ cdef class Plan:
         else:
             run_arr = self._run_of(run_of, nruns)
             ro = <const Py_ssize_t*>cnp.PyArray_DATA(run_arr)
-        nbuckets = nruns * N_DTYPES
+        nbuckets = nruns * N_CLASSES
         try:
             if nruns > 1:
                 c = <Consts*>malloc(nruns * sizeof(Consts))
@@ -457,6 +509,8 @@ cdef class Plan:
                 sct = []
                 self._prepare_runs(runs, ro, c, grad_mul, sc, sct)
             _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
+            stochastic = _stochastic(rounding)
+            sd = _seed(seed)
             if not apply:
                 return None
             prepass = pol.nonfinite != NONFINITE_PROPAGATE or pol.max_norm > 0.0
@@ -469,15 +523,17 @@ cdef class Plan:
             self.busy = True
             try:
                 self._bind(grads, ro)
-                if ro != NULL:
-                    # The segments taking part, bucketed by (run, dtype) in tensor order.
+                if self.any_half:
+                    self._round(stochastic, sd, runs, ro, step)
+                if ro != NULL or self.regroup:
+                    # The segments taking part, bucketed by (run, class) in tensor order.
                     rfirst = <Py_ssize_t*>calloc(nbuckets + 1, sizeof(Py_ssize_t))
                     rtotal = <Py_ssize_t*>calloc(nbuckets, sizeof(Py_ssize_t))
                     if rfirst == NULL or rtotal == NULL:
                         raise MemoryError()
                     for i in range(self.ntensors):
-                        if ro[i] >= 0:
-                            b = ro[i] * N_DTYPES + self.dtype[i]
+                        if ro == NULL or ro[i] >= 0:
+                            b = self._bucket(i, ro)
                             rfirst[b + 1] += 1
                             rtotal[b] += self.segs[self.slot[i]].n
                     nblocks = 0
@@ -485,8 +541,8 @@ cdef class Plan:
                         rfirst[b + 1] += rfirst[b]
                         nblocks += _sumsq_nblocks(rtotal[b])
                     for i in range(self.ntensors):
-                        if ro[i] >= 0:
-                            b = ro[i] * N_DTYPES + self.dtype[i]
+                        if ro == NULL or ro[i] >= 0:
+                            b = self._bucket(i, ro)
                             self.rsegs[rfirst[b]] = self.segs[self.slot[i]]
                             rfirst[b] += 1
                     for b in range(nbuckets, 0, -1):      # back to each bucket's start
@@ -518,13 +574,14 @@ cdef class Plan:
                     for b in range(nbuckets):
                         n = first[b + 1] - first[b]
                         if n:
-                            _run(self.kernel, b % N_DTYPES, &c[b // N_DTYPES],
-                                 grad_mul[b // N_DTYPES] * scale, segs + first[b], n, total[b])
+                            _run(self.kernel, b % N_CLASSES, &c[b // N_CLASSES],
+                                 grad_mul[b // N_CLASSES] * scale, segs + first[b], n,
+                                 total[b])
                 if self.nscalars and runs is None:
                     _write_scalars(sc, sct1)
                 elif self.nscalars:
                     for b in range(nruns):      # a run with no tensor advances nothing
-                        if ro == NULL or first[(b + 1) * N_DTYPES] > first[b * N_DTYPES]:
+                        if ro == NULL or first[(b + 1) * N_CLASSES] > first[b * N_CLASSES]:
                             _write_scalars(&sc[b], <tuple>sct[b])
                 return True
             finally:

@@ -17,11 +17,38 @@ Terms:
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
-# Storage dtypes, in the kernel table's order: (NumPy name, C type, NumPy type number).
+# Storage dtypes, in the kernel table's order: (NumPy name, C type, NumPy type number or
+# None when the type is registered at run time, the dtype the kernels compute in). The
+# 16-bit ones are storage only: their arrays are widened to float32 in blocks held in L1,
+# stepped by the float32 loop and rounded back (to nearest even, or stochastically for a
+# 16-bit param), all in the one pass (fastadam/_kernels.pxi.tp, src/fa_half.h).
+# bfloat16 is ml_dtypes.bfloat16, looked up when the first such array arrives.
 DTYPES = (
-    ("float32", "float", "NPY_FLOAT32"),
-    ("float64", "double", "NPY_FLOAT64"),
+    ("float32", "float", "NPY_FLOAT32", "float32"),
+    ("float64", "double", "NPY_FLOAT64", "float64"),
+    ("bfloat16", "uint16_t", None, "float32"),
+    ("float16", "uint16_t", "NPY_FLOAT16", "float32"),
 )
+DTYPE_NAMES = tuple(name for name, _, _, _ in DTYPES)
+# The dtypes the kernels compute in: the kernel table's second index.
+COMPUTE_DTYPES = tuple(name for name, _, _, compute in DTYPES if name == compute)
+HALF_DTYPES = tuple(name for name, _, _, compute in DTYPES if name != compute)
+
+# Which dtypes go together in one tensor, keyed by the param's dtype: the others are
+# refused with a TypeError that lists these. The states all have one dtype.
+#   grad: 16-bit params take float32 grads too; float32 params (master weights) 16-bit ones.
+#   state: float32 params may keep 16-bit states.
+#   copy: a float32 param may have a 16-bit ``param_copy`` that receives it rounded.
+MIXING = {
+    "float32": dict(grad=("float32",) + HALF_DTYPES, state=("float32",) + HALF_DTYPES,
+                    copy=HALF_DTYPES),
+    "float64": dict(grad=("float64",), state=("float64",), copy=()),
+    **{h: dict(grad=(h, "float32"), state=(h,), copy=()) for h in HALF_DTYPES},
+}
+# How a 16-bit param is rounded when it is stored: "nearest" (even), or "stochastic"
+# (unbiased, from a counter-based generator keyed by a seed, the step, the tensor and the
+# element index: the same bits at any thread count, on every SIMD path, after a resume).
+ROUNDINGS = ("nearest", "stochastic")
 
 # Constraint kinds, each checked by one generic validator in fastadam/_validate.pxi:
 #   kind: (C type of the validated value, what the validator accepts)
@@ -35,8 +62,8 @@ KINDS = {
     "flag": ("bint", "anything with an unambiguous truth value"),
 }
 
-# Elements per thread below which a kernel runs on one thread, per dtype, for a kernel that
-# has no measured row (see fastadam/_dispatch.pxi): the largest measured, so that an
+# Elements per thread below which a kernel runs on one thread, per compute dtype, for a
+# kernel that has no measured row (see fastadam/_dispatch.pxi): the largest measured, so that an
 # unmeasured kernel never hands tiny work to a worker.
 DEFAULT_MIN_PER_THREAD = (1 << 16, 1 << 15)
 

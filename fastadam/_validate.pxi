@@ -6,32 +6,56 @@ cdef inline str _shape(cnp.ndarray a):
     return str((<object>a).shape)
 
 
-cdef inline int _dtype_code(int npy_type) noexcept:
-    """The storage dtype's index in the kernel table (F32, ...), -1 for any other type."""
+cdef int _dtype_code(int npy_type) noexcept:
+    """The storage dtype's code (F32, ..., BF16), -1 for any other type."""
     cdef int d
     for d in range(N_DTYPES):
         if _NPY_TYPES[d] == npy_type:
             return d
+    if _NPY_TYPES[BF16] < 0 and npy_type >= 256 and _find_bfloat16():
+        return _dtype_code(npy_type)
     return -1
 
 
-cdef int _check_array(object obj, str name, cnp.ndarray param, bint writable) except -1:
+cdef bint _find_bfloat16() noexcept:
+    # (256: NPY_USERDEF, the first type number registered at run time.)
+    # bfloat16 is a NumPy type that ml_dtypes registers when it is imported; an array of
+    # that dtype means it was, so look it up in sys.modules (never import it here).
+    import sys
+    try:
+        _NPY_TYPES[BF16] = np.dtype(sys.modules["ml_dtypes"].bfloat16).num
+        return True
+    except Exception:
+        return False
+
+
+cdef str _dtype_list(const bint* ok):
+    return " or ".join(_DTYPE_NAMES[d] for d in range(N_DTYPES) if ok[d])
+
+
+cdef int _check_array(object obj, str name, cnp.ndarray param, bint writable,
+                      const bint* ok=NULL, str role="") except -1:
     """Check one array against its param (or, when ``param`` is None, as the param).
-    Returns the param's dtype code (F32, ...) when ``param`` is None, else 0."""
+    Returns its dtype code (F32, ...). ``ok``: the dtype codes allowed (the param dtype's
+    row of a MIXING table, for its ``role``: "grads", ...); NULL: the param's dtype only."""
     cdef cnp.ndarray a
-    cdef int t, code = 0
+    cdef int t, code
     if not cnp.PyArray_Check(obj):
         raise TypeError(f"Invalid {name}: expected a numpy.ndarray, got {type(obj).__name__}")
     a = <cnp.ndarray>obj
     t = cnp.PyArray_TYPE(a)
+    code = _dtype_code(t)
     if param is None:
-        code = _dtype_code(t)
         if code < 0 or not cnp.PyArray_ISNOTSWAPPED(a):
-            raise TypeError(f"Invalid {name} dtype: expected {_DTYPE_NAMES} in native "
-                            f"byte order, got {a.dtype.str} ({a.dtype})")
-    elif t != cnp.PyArray_TYPE(param) or not cnp.PyArray_ISNOTSWAPPED(a):
-        raise TypeError(f"Invalid {name} dtype: expected {param.dtype} (the param's), "
-                        f"got {a.dtype.str} ({a.dtype})")
+            raise TypeError(f"Invalid {name} dtype: expected {' or '.join(_DTYPE_NAMES)} in "
+                            f"native byte order, got {a.dtype.str} ({a.dtype})")
+    elif ok == NULL:
+        if t != cnp.PyArray_TYPE(param) or not cnp.PyArray_ISNOTSWAPPED(a):
+            raise TypeError(f"Invalid {name} dtype: expected {param.dtype} (the param's), "
+                            f"got {a.dtype.str} ({a.dtype})")
+    elif code < 0 or not ok[code] or not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"Invalid {name} dtype: a {param.dtype} param takes {_dtype_list(ok)} "
+                        f"{role}, got {a.dtype.str} ({a.dtype})")
     if not cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_C_CONTIGUOUS):
         raise ValueError(f"Invalid {name}: not C-contiguous (copy it with np.ascontiguousarray; "
                          f"a copy would not be updated in place)")
@@ -48,6 +72,43 @@ cdef int _check_array(object obj, str name, cnp.ndarray param, bint writable) ex
         raise ValueError(f"Invalid {name} shape: expected {_shape(param)} (the param's), "
                          f"got {_shape(a)}")
     return code
+
+
+cdef inline int _check_grad(object grad, str name, cnp.ndarray param, int pdt) except -1:
+    return _check_array(grad, name, param, False, _GRAD_OK[pdt], "grads")
+
+
+cdef inline int _check_state(object state, str name, cnp.ndarray param, int pdt,
+                             int sdt) except -1:
+    """A state array: the dtype of the tensor's other states (``sdt``; -1: the first)."""
+    cdef int d
+    d = _check_array(state, name, param, True, _STATE_OK[pdt], "states")
+    if sdt < 0:
+        return d
+    if d != sdt:
+        raise TypeError(f"Invalid {name} dtype: expected {_DTYPE_NAMES[sdt]} (the other "
+                        f"states'; a tensor's states share one dtype), got {_DTYPE_NAMES[d]}")
+    return d
+
+
+cdef inline int _check_copy(object copy, str name, cnp.ndarray param, int pdt) except -1:
+    cdef bint any_ok = False
+    cdef int d
+    for d in range(N_DTYPES):
+        any_ok = any_ok or _COPY_OK[pdt][d]
+    if not any_ok:
+        raise TypeError(f"Invalid {name}: a {param.dtype} param has no 16-bit copy (a "
+                        f"float32 param may have a bfloat16 or float16 one)")
+    return _check_array(copy, name, param, True, _COPY_OK[pdt], "copies")
+
+
+cdef inline int _seg_class(const Seg* s) noexcept nogil:
+    """The way a segment runs: its compute dtype's kernel directly (F32, F64), or through
+    the block converter (CONVERT)."""
+    if s.pdt == s.gdt and (s.sdt == s.pdt or s.sdt == 255) and s.copy == NULL \
+            and s.pdt < N_COMPUTE and not s.stochastic:
+        return s.pdt
+    return CONVERT
 
 
 def check_param(obj, name="param"):
@@ -86,46 +147,109 @@ cdef enum:
 
 
 cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject** states,
-                       int nstates, tuple names) except -1:
-    """Validate one tensor's param, grad and ``nstates`` states (NULL: not given; their
-    ``names``) and fill ``s``.
+                       int nstates, tuple names, object copy=None) except -1:
+    """Validate one tensor's param, grad, ``nstates`` states (NULL: not given; their
+    ``names``) and 16-bit ``copy`` (None: none), and fill ``s``.
 
     An array not in ``required`` may be absent (a NULL pointer the kernel's options never
     touch; a plan checks its params and states before any grad exists).
 
-    Returns the dtype code (F32, ...). Checks every array, then that no two share memory.
+    Returns the param's dtype code (F32, ...). Checks every array, then that no two share
+    memory. Rounding is nearest (see _rounding).
     """
-    cdef char* data[2 + MAX_STATES]
-    cdef Py_ssize_t nbytes
-    cdef int i, j, n = 2 + nstates
-    cdef int dtype = _check_array(param, "param", None, True)
+    cdef char* data[3 + MAX_STATES]
+    cdef Py_ssize_t nbytes[3 + MAX_STATES]
+    cdef int i, j, n = 3 + nstates, sdt = -1
+    cdef int pdt = _check_array(param, "param", None, True)
     cdef cnp.ndarray p = <cnp.ndarray>param     # checked just now: no more type tests
+    s.pdt = s.gdt = pdt
+    s.sdt = 255
+    s.cdt = 255
+    s.stochastic = False
+    s.key = 0
     if grad is not None or required & REQ_GRAD:
-        _check_array(grad, "grad", p, False)
+        s.gdt = _check_grad(grad, "grad", p, pdt)
     for i in range(nstates):
         if states[i] != NULL or required & (REQ_STATE << i):
-            _check_array(<object>states[i] if states[i] != NULL else None, names[i], p,
-                         True)
+            sdt = _check_state(<object>states[i] if states[i] != NULL else None, names[i], p,
+                               pdt, sdt)
+    if sdt >= 0:
+        s.sdt = sdt
+    if copy is not None:
+        s.cdt = _check_copy(copy, "param_copy", p, pdt)
     s.p = cnp.PyArray_DATA(p)
     s.g = cnp.PyArray_DATA(grad) if grad is not None else NULL
     for i in range(MAX_STATES):
         s.s[i] = cnp.PyArray_DATA(<cnp.ndarray>states[i]) if (
             i < nstates and states[i] != NULL) else NULL
+    s.copy = cnp.PyArray_DATA(copy) if copy is not None else NULL
     s.n = cnp.PyArray_SIZE(p)
-    # Every array has the param's size and dtype, so all span the same number of bytes.
-    nbytes = cnp.PyArray_NBYTES(p)
+    # Every array has the param's shape; their dtypes, so their byte spans, may differ.
     data[0] = <char*>s.p
     data[1] = <char*>s.g
+    data[2] = <char*>s.copy
+    nbytes[0] = cnp.PyArray_NBYTES(p)
+    nbytes[1] = cnp.PyArray_NBYTES(grad) if grad is not None else 0
+    nbytes[2] = cnp.PyArray_NBYTES(copy) if copy is not None else 0
     for i in range(nstates):
-        data[2 + i] = <char*>s.s[i]
+        data[3 + i] = <char*>s.s[i]
+        nbytes[3 + i] = cnp.PyArray_NBYTES(<cnp.ndarray>states[i]) if states[i] != NULL else 0
     for i in range(n):
         for j in range(i + 1, n):
-            if data[i] != NULL and data[j] != NULL and _overlap(data[i], nbytes, data[j],
-                                                                nbytes):
-                all_names = ("param", "grad") + names
+            if data[i] != NULL and data[j] != NULL and _overlap(data[i], nbytes[i], data[j],
+                                                                nbytes[j]):
+                all_names = ("param", "grad", "param_copy") + names
                 raise ValueError(f"Invalid {all_names[j]}: it shares memory with "
                                  f"{all_names[i]}; every array must be a separate buffer")
-    return dtype
+    return pdt
+
+
+cdef inline Py_ssize_t _nbytes_of(const Seg* s, int dt) noexcept nogil:
+    return s.n * (<Py_ssize_t>sizeof(float) if dt == F32 else
+                  <Py_ssize_t>sizeof(double) if dt == F64 else <Py_ssize_t>sizeof(uint16_t))
+
+
+cdef extern from "fa_half.h":
+    uint64_t fa_sr_key(uint64_t seed, uint64_t step, uint64_t tensor) noexcept nogil
+
+
+cdef bint _stochastic(object rounding) except -1:
+    """Whether ``rounding`` (one of ROUNDINGS) is stochastic."""
+    if type(rounding) is not str:
+        raise TypeError(f"Invalid rounding: expected one of {ROUNDINGS}, got "
+                        f"{type(rounding).__name__}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"Invalid rounding: {rounding!r} (expected one of {ROUNDINGS})")
+    return rounding == "stochastic"
+
+
+cdef uint64_t _seed(object seed) except? 0:
+    """A seed: an int in [0, 2**64)."""
+    if isinstance(seed, bool) or not (type(seed) is int or hasattr(seed, "__index__")):
+        raise TypeError(f"Invalid seed: expected an int, got {type(seed).__name__}")
+    try:
+        v = seed.__index__()
+    except TypeError:
+        raise TypeError(f"Invalid seed: expected an int, got {type(seed).__name__}") from None
+    if not 0 <= v < 2 ** 64:
+        raise ValueError(f"Invalid seed: {seed!r} (must be in [0, 2**64))")
+    return <uint64_t>v
+
+
+cdef int _rounding(Seg* s, object rounding, object seed, Py_ssize_t step,
+                   Py_ssize_t tensor=0) except -1:
+    """Set how a checked segment's 16-bit param is rounded; stochastic rounding draws from
+    the generator keyed by (seed, step, tensor)."""
+    cdef uint64_t sd = _seed(seed)
+    if not _stochastic(rounding):
+        return 0
+    if s.pdt < N_COMPUTE:
+        raise TypeError(f"Invalid rounding: 'stochastic' applies to 16-bit params, and this "
+                         f"param is {_DTYPE_NAMES[s.pdt]} (a param_copy is rounded to "
+                         f"nearest)")
+    s.stochastic = True
+    s.key = fa_sr_key(sd, <uint64_t>step, <uint64_t>tensor)
+    return 0
 
 
 # ---------------------------------------------------------------------------- scalar states
@@ -163,10 +287,9 @@ cdef int _read_scalars(ScalarState* sc, tuple arrays, tuple names, str where) ex
     return 0
 
 
-cdef int _scalars_apart(tuple arrays, tuple names, str where, const Seg* s,
-                        Py_ssize_t nbytes) except -1:
+cdef int _scalars_apart(tuple arrays, tuple names, str where, const Seg* s) except -1:
     """The scalar states (checked by _read_scalars) share no memory with each other nor,
-    when ``s`` is not NULL, with its param, grad or states (``nbytes`` each)."""
+    when ``s`` is not NULL, with its param, grad, copy or states."""
     cdef Py_ssize_t k, j
     cdef char* d
     cdef char* e
@@ -180,10 +303,11 @@ cdef int _scalars_apart(tuple arrays, tuple names, str where, const Seg* s,
                                  f"{where}{names[j]}; every array must be a separate buffer")
         if s == NULL:
             continue
-        hit = _overlap(d, nb, <const char*>s.p, nbytes) or \
-            _overlap(d, nb, <const char*>s.g, nbytes)
+        hit = _overlap(d, nb, <const char*>s.p, _nbytes_of(s, s.pdt)) or \
+            _overlap(d, nb, <const char*>s.g, _nbytes_of(s, s.gdt)) or \
+            _overlap(d, nb, <const char*>s.copy, _nbytes_of(s, s.cdt))
         for j in range(MAX_STATES):
-            hit = hit or _overlap(d, nb, <const char*>s.s[j], nbytes)
+            hit = hit or _overlap(d, nb, <const char*>s.s[j], _nbytes_of(s, s.sdt))
         if hit:
             raise ValueError(f"Invalid {where}{names[k]}: it shares memory with the param, "
                              f"grad or a state; every array must be a separate buffer")

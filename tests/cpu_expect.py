@@ -29,7 +29,7 @@ PATHS = ("baseline", "avx2", "avx512")   # lowest first, as fastadam.available_s
 # path -> the features it needs, besides those of the paths below it (/proc/cpuinfo names)
 NEEDS = {
     "baseline": (),
-    "avx2": ("avx", "avx2", "fma"),
+    "avx2": ("avx", "avx2", "fma", "f16c"),
     "avx512": ("avx512f", "avx512vl", "avx512dq", "avx512bw"),
 }
 

@@ -184,7 +184,7 @@ ALL, NOT_PARAM, WRITTEN = "all", "not param", "written"   # which arrays a case 
 BAD = {
     # name: (maker, exception, applies to)
     "int64": (lambda a: a.astype(np.int64), TypeError, ALL),
-    "float16": (lambda a: a.astype(np.float16), TypeError, ALL),
+    "int16": (lambda a: a.astype(np.int16), TypeError, ALL),
     "complex": (lambda a: a.astype(np.complex128), TypeError, ALL),
     "bool": (lambda a: a.astype(bool), TypeError, ALL),
     "object": (lambda a: a.astype(object), TypeError, ALL),

@@ -209,12 +209,13 @@ def test_expected_paths_follow_the_flags():
     assert paths_for(haswell, "x86_64") == ["baseline", "avx2"]
     assert paths_for(skylake_x, "AMD64") == ["baseline", "avx2", "avx512"]
     assert paths_for(haswell - {"fma"}, "x86_64") == ["baseline"]      # dispatch needs FMA
+    assert paths_for(haswell - {"f16c"}, "x86_64") == ["baseline"]     # and F16C
     assert paths_for(skylake_x - {"avx512bw"}, "x86_64") == ["baseline", "avx2"]
     assert paths_for(skylake_x - {"avx2"}, "x86_64") == ["baseline"]   # no AVX-512 alone
     assert paths_for(skylake_x, "aarch64") == ["baseline"]             # only x86-64 has more
     assert linux_cpu_flags("processor\t: 0\nflags\t\t: fpu avx2 fma\nbugs\t: x\n") == {
         "fpu", "avx2", "fma"}
-    assert paths_for(macos_cpu_flags("FPU AVX1.0 FMA\nAVX2 AVX512F AVX512DQ AVX512BW "
+    assert paths_for(macos_cpu_flags("FPU AVX1.0 FMA F16C\nAVX2 AVX512F AVX512DQ AVX512BW "
                                      "AVX512VL\n"), "x86_64") == ["baseline", "avx2", "avx512"]
 
 

@@ -10,6 +10,7 @@ nor the 2^32 loops in time).
 
 import functools
 import platform
+import runpy
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +26,9 @@ from fastadam import _rounding as R
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "c" / "half_check.c"
 INCLUDE = ROOT / "fastadam" / "src"
-COMMON = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
-AVX2 = ["-mavx2", "-mfma", "-mf16c"]
-AVX512 = ["-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw", *AVX2,
-          "-mprefer-vector-width=512"]
+# the kernel modules' own flags (fastadam/_flags.py, read as setup.py reads it)
+FLAGS = runpy.run_path(str(ROOT / "fastadam" / "_flags.py"))
+COMMON = [f for f in FLAGS["COMMON"] if f != "-fno-semantic-interposition"]
 COMPILER = shutil.which("cc") or shutil.which("gcc")
 
 
@@ -38,10 +38,10 @@ def flag_sets():
     if platform.machine().lower() not in X86_64_NAMES:
         return sets
     flags = cpu_flags() or set()
-    if set(NEEDS["avx2"]) | {"f16c"} <= flags:
-        sets["avx2"] = AVX2
+    if set(NEEDS["avx2"]) <= flags:
+        sets["avx2"] = FLAGS["SIMD_TARGETS"]["avx2"]
         if set(NEEDS["avx512"]) <= flags:
-            sets["avx512"] = AVX512
+            sets["avx512"] = FLAGS["SIMD_TARGETS"]["avx512"]
     return sets
 
 

@@ -37,6 +37,7 @@ static unsigned long long fa_xcr0(void) {
 
 /* CPUID.1:ECX */
 #define FA_FMA     (1u << 12)
+#define FA_F16C    (1u << 29)
 #define FA_OSXSAVE (1u << 27)
 #define FA_AVX     (1u << 28)
 /* CPUID.(7,0):EBX */
@@ -49,7 +50,8 @@ static unsigned long long fa_xcr0(void) {
 #define FA_XCR0_AVX    0x06ull   /* XMM, YMM */
 #define FA_XCR0_AVX512 0xe0ull   /* opmask, ZMM_Hi256, Hi16_ZMM */
 
-/* 0: none, 1: AVX2 + FMA, 2: that and AVX-512 F/VL/DQ/BW. */
+/* 0: none, 1: AVX2 + FMA + F16C (every AVX2 CPU has F16C; the float16 conversions use
+   it), 2: that and AVX-512 F/VL/DQ/BW. */
 static int fa_cpu_level(void) {
     unsigned r[4], ecx1, ebx7;
     unsigned long long xcr0;
@@ -59,7 +61,8 @@ static int fa_cpu_level(void) {
     fa_cpuid(1, 0, r);
     ecx1 = r[2];
     /* OSXSAVE first: without it XGETBV is an invalid instruction. */
-    if ((ecx1 & (FA_OSXSAVE | FA_AVX | FA_FMA)) != (FA_OSXSAVE | FA_AVX | FA_FMA)) return 0;
+    if ((ecx1 & (FA_OSXSAVE | FA_AVX | FA_FMA | FA_F16C)) !=
+        (FA_OSXSAVE | FA_AVX | FA_FMA | FA_F16C)) return 0;
     xcr0 = fa_xcr0();
     if ((xcr0 & FA_XCR0_AVX) != FA_XCR0_AVX) return 0;
     fa_cpuid(7, 0, r);
