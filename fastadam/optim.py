@@ -44,12 +44,57 @@ Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray], Sequence[Mapping[
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax",
            "Adadelta", "RAdam", "Rprop", "NAdam", "ASGD"]
 
-_POLICY = ("nonfinite", "max_grad_norm")    # optimizer-wide options every group carries
+# Optimizer-wide options every group carries (and must carry the same): the gradient
+# policy and how 16-bit params are rounded.
+_POLICY = ("nonfinite", "max_grad_norm", "rounding", "seed")
+# Options of the state's layout, fixed when the optimizer is made (not group keys).
+_LAYOUT = ("master_weights", "state_dtype")
+MASTER = "master_param"     # the state key of a 16-bit param's float32 master copy
 
 
 def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
     """A class's hyperparameters from its ``__init__``'s ``locals()``, in signature order."""
-    return {k: v for k, v in args.items() if k not in ("self", "params", "__class__")}
+    return {k: v for k, v in args.items()
+            if k not in ("self", "params", "__class__", "storage")}
+
+
+# The 16-bit options every class takes as keywords (see Optimizer), with their defaults.
+STORAGE = {"master_weights": False, "state_dtype": None, "rounding": "nearest", "seed": 0}
+
+
+def _storage(hyper: Dict[str, Any], storage: Dict[str, Any]) -> Dict[str, Any]:
+    """``hyper`` with the 16-bit options (``storage``: a class's ``**storage``)."""
+    unknown = [k for k in storage if k not in STORAGE]
+    if unknown:
+        raise TypeError(f"got an unexpected keyword argument {unknown[0]!r} (the 16-bit "
+                        f"options are {', '.join(STORAGE)})")
+    return {**hyper, **STORAGE, **storage}
+
+
+def _flag(x: Any, name: str) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    raise TypeError(f"Invalid {name}: expected a bool, got {type(x).__name__}")
+
+
+def _storage_dtype(x: Any, name: str) -> Optional[np.dtype]:
+    """A 16-bit state dtype given as a NumPy dtype, a type or its name; None: none."""
+    if x is None:
+        return None
+    if isinstance(x, str) and x == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ImportError("bfloat16 arrays need ml_dtypes: pip install ml_dtypes") from None
+        x = ml_dtypes.bfloat16
+    try:
+        dtype = np.dtype(x)
+    except TypeError:
+        raise TypeError(f"Invalid {name}: expected a dtype, got {x!r}") from None
+    if dtype.name not in _registry.DTYPE_NAMES:
+        raise TypeError(f"Invalid {name}: expected one of {', '.join(_registry.DTYPE_NAMES)}, "
+                        f"got {dtype}")
+    return dtype
 
 
 def _as_groups(params: Any) -> List[Mapping[str, Any]]:
@@ -87,7 +132,14 @@ class Optimizer:
 
     def __init__(self, params: Params, defaults: Dict[str, Any]):
         entry = _registry.by_name(self._name)
-        self.defaults = dict(defaults)
+        defaults = dict(defaults)
+        self.master_weights = _flag(defaults.pop("master_weights", False), "master_weights")
+        self.state_dtype = _storage_dtype(defaults.pop("state_dtype", None), "state_dtype")
+        if self.master_weights and defaults.get("rounding") == "stochastic":
+            raise ValueError("Invalid rounding: 'stochastic' rounds 16-bit params stepped in "
+                             "place; with master_weights=True the float32 master keeps the "
+                             "precision and the 16-bit param is its nearest value")
+        self.defaults = defaults
         self.param_groups: List[Dict[str, Any]] = []
         self.state: Dict[Any, Dict[str, Any]] = {}
         self._keys: List[Any] = []          # every param's key, group after group
@@ -164,8 +216,7 @@ class Optimizer:
         for gi in range(len(self.param_groups), len(all_groups)):
             g, h = all_groups[gi], hypers[gi]
             for key, p in zip(new_keys[gi - len(self.param_groups)], g["params"]):
-                state[key] = {s.name: np.full(p.shape, _initial(s, g), p.dtype)
-                              for s, need in zip(entry.states, h.needs) if need}
+                state[key] = self._new_state(entry, g, h, p)
         group_of = np.concatenate([np.full(len(g["params"]), gi, np.intp)
                                    for gi, g in enumerate(all_groups)])
         with np.errstate(over="ignore"):    # an lr beyond float32's range: inf, as torch
@@ -173,13 +224,16 @@ class Optimizer:
                                                          np.float32) for g in new_groups])
                          for c, old in zip(entry.scalars, self._scalar_bufs))
         arrays = [p for g in all_groups for p in g["params"]]
-        plan = _core.Plan(_core.validate(self._name, self.defaults).kernel, arrays,
+        masters = [state[k].get(MASTER) for k in keys]
+        plan = _core.Plan(_core.validate(self._name, self.defaults).kernel,
+                          [p if m is None else m for p, m in zip(arrays, masters)],
                           [tuple(state[k].get(s.name) for s in entry.states) for k in keys],
-                          [repr(k) for k in keys])
+                          [repr(k) for k in keys],
+                          [None if m is None else p for p, m in zip(arrays, masters)])
         self._sync_steps()
         steps = np.concatenate([self._steps, np.zeros(len(keys) - len(self._keys), np.int64)])
         runs, run_of, _, _ = _runs(hypers, group_of, np.arange(len(keys)), steps, bufs)
-        plan.check_runs(runs, run_of, nf, mgn)
+        plan.check_runs(runs, run_of, nf, mgn, None, *self._rounding(all_groups))
         # checked: take them
         names = {c.name for c in entry.scalars}
         for i, key in enumerate(keys):      # the scalars first, as torch orders them
@@ -221,11 +275,33 @@ class Optimizer:
             if self._group_step[g] is not None:
                 self._steps[a:b] = self._group_step[g]
 
+    def _new_state(self, entry: _registry.Optimizer, group: Mapping[str, Any], hyper: Any,
+                   p: np.ndarray) -> Dict[str, np.ndarray]:
+        """A new param's state arrays (checked by the plan): its states in ``state_dtype``
+        (default: the param's, or float32 with a master), and with master weights a 16-bit
+        param's float32 master copy."""
+        master = self.master_weights and p.dtype.name in _registry.HALF_DTYPES
+        dtype = self.state_dtype or (np.dtype(np.float32) if master else p.dtype)
+        stepped = np.dtype(np.float32) if master else p.dtype
+        if dtype != stepped and stepped != np.float32:
+            raise TypeError(f"Invalid state_dtype: {dtype} states go with float32 params (or "
+                            f"16-bit ones with master_weights=True); this param is {p.dtype}")
+        out = {s.name: np.full(p.shape, _initial(s, group), dtype)
+               for s, need in zip(entry.states, hyper.needs) if need}
+        if master:
+            out[MASTER] = p.astype(np.float32)
+        return out
+
+    def _rounding(self, groups: Sequence[Mapping[str, Any]]) -> Tuple[Any, Any]:
+        """(rounding, seed): the policy's last two, as every group carries them."""
+        return groups[0].get("rounding", "nearest"), groups[0].get("seed", 0)
+
     def _policy(self, groups: Sequence[Mapping[str, Any]]) -> Tuple[Any, Any]:
-        """The gradient policy: one for the whole step, which every group must carry."""
+        """The gradient policy: one for the whole step, which every group must carry (as
+        it must the rounding, checked here too)."""
         nf, mgn = groups[0].get("nonfinite", "propagate"), groups[0].get("max_grad_norm")
         for gi, g in enumerate(groups[1:], 1):
-            for name, ours in zip(_POLICY, (nf, mgn)):
+            for name, ours in zip(_POLICY, (nf, mgn) + self._rounding(groups)):
                 if not _same(g.get(name, ours), ours):
                     raise ValueError(f"Invalid param_groups[{gi}][{name!r}]: {g[name]!r} "
                                      f"differs from param_groups[0]'s {ours!r}; the gradient "
@@ -300,7 +376,8 @@ class Optimizer:
                 try:
                     applied = self._plan.step(grads, _core.validate(self._name, group),
                                               gstep[0] + 1, nf, mgn, grad_scale,
-                                              self._group_scalars[0])
+                                              self._group_scalars[0], group["rounding"],
+                                              group["seed"])
                 except TypeError:
                     # A None grad is refused there before anything is written: such a
                     # step goes by runs (any other TypeError is raised again there).
@@ -331,7 +408,8 @@ class Optimizer:
             nonempty, run_of = self._group_run
             runs = [(hypers[g], self._group_step[g] + 1, self._group_scalars[g])
                     for g in nonempty]
-            applied = self._plan.step_runs(grads, runs, run_of, nf, mgn, grad_scale)
+            applied = self._plan.step_runs(grads, runs, run_of, nf, mgn, grad_scale,
+                                           *self._rounding(groups))
             if applied:
                 self._group_step = [s + 1 for s in self._group_step]
                 for buf in self._scalar_bufs:       # every param of a group as its first
@@ -349,7 +427,8 @@ class Optimizer:
         else:   # no param takes part: check the rest as a step would, write nothing
             runs = [(hypers[0], int(self._steps[0]) + 1, self._group_scalars[0])]
             run_of = np.full(len(self._keys), -1, np.intp)
-        applied = self._plan.step_runs(grads, runs, run_of, nf, mgn, grad_scale)
+        applied = self._plan.step_runs(grads, runs, run_of, nf, mgn, grad_scale,
+                                       *self._rounding(groups))
         if applied and active.size:
             self._steps[active] += 1
             for buf in self._scalar_bufs:       # every param of a run as its first
@@ -436,7 +515,7 @@ class Optimizer:
         hypers = self._validate(loaded)
         runs, run_of, _, _ = _runs(hypers, self._group_of, np.arange(len(self._keys)), steps,
                                    bufs)
-        self._plan.check_runs(runs, run_of, nf, mgn)
+        self._plan.check_runs(runs, run_of, nf, mgn, None, *self._rounding(loaded))
         for gi, group in enumerate(loaded):
             self.param_groups[gi] = dict(group, params=self.param_groups[gi]["params"])
         for key, ours in self.state.items():
@@ -511,8 +590,9 @@ class SGD(Optimizer):
     def __init__(self, params: Params, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
                  *, maximize: bool = False, nonfinite: str = "propagate",
-                 max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class RMSprop(Optimizer):
@@ -528,8 +608,9 @@ class RMSprop(Optimizer):
     def __init__(self, params: Params, lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, maximize: bool = False,
-                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class Adam(Optimizer):
@@ -549,8 +630,9 @@ class Adam(Optimizer):
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  bias_correction: bool = True, decoupled_weight_decay: bool = False,
-                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class AdamW(Adam):
@@ -565,8 +647,9 @@ class AdamW(Adam):
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, bias_correction: bool = True,
-                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        Optimizer.__init__(self, params, _hyper(locals()))
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        Optimizer.__init__(self, params, _storage(_hyper(locals()), storage))
 
 
 class Lion(Optimizer):
@@ -581,8 +664,9 @@ class Lion(Optimizer):
     def __init__(self, params: Params, lr: float = 1e-4,
                  betas: Tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, nonfinite: str = "propagate",
-                 max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class RAdam(Optimizer):
@@ -603,8 +687,9 @@ class RAdam(Optimizer):
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
                  maximize: bool = False, nonfinite: str = "propagate",
-                 max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class Rprop(Optimizer):
@@ -622,8 +707,9 @@ class Rprop(Optimizer):
     def __init__(self, params: Params, lr: float = 1e-2,
                  etas: Tuple[float, float] = (0.5, 1.2),
                  step_sizes: Tuple[float, float] = (1e-6, 50), *, maximize: bool = False,
-                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class Adagrad(Optimizer):
@@ -640,8 +726,9 @@ class Adagrad(Optimizer):
     def __init__(self, params: Params, lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, maximize: bool = False,
-                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class Adamax(Optimizer):
@@ -657,8 +744,9 @@ class Adamax(Optimizer):
     def __init__(self, params: Params, lr: float = 2e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class Adadelta(Optimizer):
@@ -673,8 +761,9 @@ class Adadelta(Optimizer):
 
     def __init__(self, params: Params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class NAdam(Optimizer):
@@ -695,8 +784,9 @@ class NAdam(Optimizer):
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, maximize: bool = False,
-                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 nonfinite: str = "propagate", max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))
 
 
 class ASGD(Optimizer):
@@ -713,5 +803,6 @@ class ASGD(Optimizer):
     def __init__(self, params: Params, lr: float = 1e-2, lambd: float = 1e-4,
                  alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, *,
                  maximize: bool = False, nonfinite: str = "propagate",
-                 max_grad_norm: Union[float, None] = None):
-        super().__init__(params, _hyper(locals()))
+                 max_grad_norm: Union[float, None] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(_hyper(locals()), storage))

@@ -391,7 +391,7 @@ def _betas():
 
 # ---------------------------------------------------------------------------- the rows
 
-_POLICY = dict(nonfinite="propagate", max_grad_norm=None)
+_POLICY = dict(nonfinite="propagate", max_grad_norm=None, rounding="nearest", seed=0)
 
 SGD = OptimizerInfo(
     name="SGD", cls=fastadam.SGD, kernel=fastadam.sgd_, reference=reference.sgd_,

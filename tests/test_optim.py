@@ -18,8 +18,8 @@ f32, f64 = np.float32, np.float64
 
 ROWS = [pytest.param(info, id=info.name) for info in registry.OPTIMIZERS]
 TORCH_ROWS = [pytest.param(info, id=info.name) for info in registry.TORCH_OPTIMIZERS]
-# fastadam's own options, in every optimizer's group (the gradient policy, not torch's)
-POLICY = ("nonfinite", "max_grad_norm")
+# fastadam's own options, in every optimizer's group (the gradient policy and the rounding)
+POLICY = fastadam.optim._POLICY
 # Per row: an option set with every state allocated and most options on.
 RICH = {info.name: info.richest() for info in registry.OPTIMIZERS}
 
