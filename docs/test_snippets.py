@@ -61,3 +61,20 @@ def test_a_failing_block_fails_with_its_file_and_line(tmp_path):
     with pytest.raises(snippets.SnippetError, match=r"page\.md, block at line 8: "
                                                     r"AssertionError: x is 1"):
         snippets.run_file(str(page))
+
+
+def test_the_user_guides_dtype_table_is_the_registrys():
+    """The table of dtypes that go together (user-guide.md) says what MIXING says."""
+    from fastadam import _registry
+    text = open(os.path.join(DOCS, "user-guide.md"), encoding="utf-8").read()
+    rows = {}
+    for line in text.split("(low-precision)=")[1].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in _registry.DTYPE_NAMES:
+            rows[cells[0]] = [tuple(x.strip() for x in c.split(","))
+                              for c in cells[1:]]
+    assert set(rows) == set(_registry.DTYPE_NAMES)
+    for param, (grad, state, copy) in rows.items():
+        mix = _registry.MIXING[param]
+        assert set(grad) == set(mix["grad"]) and set(state) == set(mix["state"]), param
+        assert set(copy) - {"none"} == set(mix["copy"]), param

@@ -34,6 +34,17 @@ _STUB = {"nonneg": "_Real", "positive": "_Real", "finite": "_Real", "unit": "_Re
          "flag": "bool"}
 
 
+# Appended to every functional's docstring: the 16-bit options every functional takes.
+_HALF_DOC = """
+
+    16-bit arrays (float16, ``ml_dtypes.bfloat16``) are computed in float32 and rounded to
+    nearest even when stored; ``param_copy``: for a float32 param, a 16-bit array that
+    receives the updated param rounded to nearest, in the same pass; ``rounding``:
+    ``"stochastic"`` rounds a 16-bit param unbiasedly with random bits keyed by ``seed``
+    and the step (docs/user-guide.md, "16-bit params").
+    """
+
+
 class _Obj(dict):
     __getattr__ = dict.__getitem__
 
@@ -153,7 +164,7 @@ def context(reg, reg_dir=HERE):
             name=opt.name, index=i, kernel=opt.kernel, kid=f"K_{opt.kernel.upper()}",
             args=[h.name for h in offered], defaults=defaults, read_lines=read,
             need_lines=need, missing_lines=missing, state_names=[s.name for s in opt.states],
-            signature=", ".join(sig), stub=", ".join(stub), doc=opt.doc,
+            signature=", ".join(sig), stub=", ".join(stub), doc=opt.doc.rstrip() + _HALF_DOC,
             scalar_names=scalar_names,
             required=" | ".join(f"({r})" for r in req), step_expr=step_expr,
             step_key=step_expr,

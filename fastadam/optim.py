@@ -24,6 +24,13 @@ must carry the same):
 - ``step(grads, grad_scale=s)``: the gradients are divided by ``s`` first (a loss
   scaler's unscale); the norm is that of the unscaled gradients.
 
+Every optimizer also takes the 16-bit options (keywords; docs/user-guide.md, "16-bit
+params"): ``master_weights=True`` keeps a float32 master of each float16/bfloat16 param in
+its state (``"master_param"``), steps it, and writes the rounded 16-bit param in the same
+pass; ``state_dtype`` (bfloat16 or float16 for float32 params) halves the state's memory;
+``rounding="stochastic"`` with ``seed`` rounds 16-bit params stepped in place unbiasedly
+(``rounding`` and ``seed`` live in the param groups, as the gradient policy does).
+
 The gradients themselves are never modified. With a check or clipping, the step reads every
 gradient once more before the update (one read-only pass that computes the float64 norm and
 finds NaN and inf together); the update then multiplies by one combined factor.
