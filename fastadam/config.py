@@ -24,8 +24,8 @@ def cpu_features() -> str:
     The dispatch itself asks the CPU (CPUID, XGETBV), as this process sees it: under an
     emulator such as ``qemu-x86_64 -cpu Nehalem`` that is the emulated CPU, while
     /proc/cpuinfo still lists the host's features."""
-    names = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512vl", "avx512dq", "avx512bw",
-             "neon", "asimd")
+    names = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512vl", "avx512dq",
+             "avx512bw", "neon", "asimd")
     try:
         with open("/proc/cpuinfo") as f:
             flags = set()
@@ -36,6 +36,16 @@ def cpu_features() -> str:
         return " ".join(n for n in names if n in flags) or "?"
     except OSError:
         return "?"
+
+
+def _bfloat16() -> str:
+    """Whether bfloat16 arrays can be made here (ml_dtypes, looked for, not imported)."""
+    import importlib.util
+    try:
+        found = importlib.util.find_spec("ml_dtypes") is not None
+    except (ImportError, ValueError):
+        found = False
+    return "ml_dtypes installed" if found else "needs ml_dtypes (pip install ml_dtypes)"
 
 
 def config() -> Dict[str, Any]:
@@ -53,6 +63,8 @@ def config() -> Dict[str, Any]:
         "simd_paths_broken": _core.simd_import_errors(),
         "simd_path": _core.get_simd_path(),
         "threads": _core.get_num_threads(),
+        # the 16-bit dtypes: float16 is NumPy's; bfloat16 arrays need ml_dtypes
+        "bfloat16": _bfloat16(),
         "build_flags": {"common": " ".join(_COMMON),
                         **{path: " ".join(_SIMD_TARGETS[path]) or "(none: x86-64 SSE2 / "
                            "aarch64 NEON)" for path in _core.available_simd_paths()}},

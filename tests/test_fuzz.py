@@ -71,6 +71,7 @@ CANARY = 0xA5
 
 REAL, FLAG, STEP, BETAS = "real", "flag", "step", "betas"
 MODE, LIMIT = "mode", "limit"   # the gradient policy: nonfinite; max_grad_norm, grad_scale
+ROUNDING, SEED = "rounding", "seed"     # how 16-bit params are rounded (the fuzz's aren't)
 
 SANE = {
     REAL: st.floats(0.0, 1.0),
@@ -79,6 +80,8 @@ SANE = {
     BETAS: st.tuples(st.floats(0.0, 1.0, exclude_max=True),
                      st.floats(0.0, 1.0, exclude_max=True)),
     MODE: st.sampled_from(["propagate", "skip", "raise"]),
+    ROUNDING: st.just("nearest"),
+    SEED: st.integers(0, 2**64 - 1),
     # None (off), or a threshold / loss scale that often engages (grads are up to ~4 per
     # element, a few hundred elements), a power of two as loss scalers use, or anything > 0
     LIMIT: st.one_of(st.none(), st.floats(1e-3, 20.0),
@@ -110,6 +113,11 @@ ODD = {
 ODD[MODE] = st.sampled_from(["ignore", "Skip", "RAISE", "", " skip", "skip\0", None, 0, 1,
                              True, b"skip", ["skip"], np.str_("skip").encode()])
 ODD[LIMIT] = ODD[REAL]
+# "stochastic" is refused too: the fuzzed params are float32/float64
+ODD[ROUNDING] = st.sampled_from(["stochastic", "Nearest", "", None, 0, b"nearest",
+                                 ["nearest"]])
+ODD[SEED] = st.sampled_from([-1, 2**64, 10**30, 1.5, "1", None, True, np.float64(2.0),
+                             np.array([1]), np.uint64(2**64 - 1), np.int64(3)])
 ODD[BETAS] = st.one_of(
     st.tuples(ODD[REAL], ODD[REAL]),
     st.tuples(SANE[REAL], ODD[REAL]),
@@ -150,7 +158,7 @@ def as_read(hyper, kinds):
                 out[name] = bool(x)
             elif kind == STEP:
                 out[name] = None if x is None else operator.index(x)
-            elif kind == MODE:
+            elif kind in (MODE, ROUNDING, SEED):
                 out[name] = x
             elif kind == LIMIT:
                 out[name] = None if x is None else float(x)
@@ -378,7 +386,7 @@ def plain_copy(a):
 
 
 # The NumPy classes' gradient policy: drawn like any hyperparameter, and grad_scale per step.
-POLICY = dict(nonfinite=MODE, max_grad_norm=LIMIT)
+POLICY = dict(nonfinite=MODE, max_grad_norm=LIMIT, rounding=ROUNDING, seed=SEED)
 
 
 def _kind(name, default):
