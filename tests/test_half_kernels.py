@@ -23,7 +23,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-import fastadam
 from fastadam import _registry
 from fastadam import _rounding as R
 import optimizers as registry
