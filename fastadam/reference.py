@@ -2,13 +2,24 @@
 benchmarked against these.
 
 Same names and signatures as the fast functions (``fastadam.sgd_`` and so on), in place,
-returning None, but with no input validation and with temporaries. Scalars stay Python
-floats, so float32 arrays are computed in float32, as the kernels do.
+returning None, but with temporaries and no validation of the hyperparameters. Scalars stay
+Python floats, so float32 arrays are computed in float32, as the kernels do.
+
+16-bit storage is one wrapper around every rule (:func:`_storage`): the arrays' dtypes are
+checked against fastadam/_registry.py's MIXING, bfloat16 and float16 arrays are widened to
+float32, the float32 rule runs, and each 16-bit output is stored back rounded to nearest
+even, or, for a 16-bit param with ``rounding="stochastic"``, stochastically with the key
+the functionals use (``fa_sr_key(seed, step or 0, 0)``); a ``param_copy`` receives the
+float32 param rounded to nearest. The roundings are fastadam/_rounding.py's, the kernels'
+bits.
 """
 
+import functools
 import math
 
 import numpy as np
+
+from . import _registry, _rounding
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "adagrad_", "adadelta_",
            "adamax_", "nadam_", "radam_", "rprop_", "asgd_"]
@@ -21,6 +32,85 @@ def _preamble(param, grad, weight_decay, maximize):
     return g
 
 
+# ---------------------------------------------------------------------------- 16-bit storage
+
+_WIDEN = {"bfloat16": _rounding.widen_bf16, "float16": _rounding.widen_f16}
+_NARROW = {"bfloat16": _rounding.narrow_bf16, "float16": _rounding.narrow_f16}
+_NARROW_SR = {"bfloat16": _rounding.narrow_bf16_sr, "float16": _rounding.narrow_f16_sr}
+
+
+def _check_storage(param, grad, states, copy, rounding, seed):
+    """The kernels' rules for dtypes (MIXING), ``rounding`` and ``seed``; TypeError or
+    ValueError naming the argument. ``states``: name -> array (those given)."""
+    dtype = param.dtype.name
+    if dtype not in _registry.MIXING:
+        raise TypeError(f"Invalid param dtype: expected one of {_registry.DTYPE_NAMES}, "
+                        f"got {dtype}")
+    mixing = _registry.MIXING[dtype]
+    if grad.dtype.name not in mixing["grad"]:
+        raise TypeError(f"Invalid grad dtype: a {dtype} param takes {mixing['grad']} grads, "
+                        f"got {grad.dtype.name}")
+    first = next(iter(states.values())).dtype if states else None
+    for name, s in states.items():
+        if s.dtype.name not in mixing["state"] or s.dtype != first:
+            raise TypeError(f"Invalid {name} dtype: a {dtype} param takes {mixing['state']} "
+                            f"states, all of one dtype; got {s.dtype.name}")
+    if copy is not None and copy.dtype.name not in mixing["copy"]:
+        raise TypeError(f"Invalid param_copy: a {dtype} param takes {mixing['copy'] or 'no'} "
+                        f"copies, got {copy.dtype.name}")
+    if type(rounding) is not str:
+        raise TypeError(f"Invalid rounding: expected one of {_registry.ROUNDINGS}")
+    if rounding not in _registry.ROUNDINGS:
+        raise ValueError(f"Invalid rounding: {rounding!r}")
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise TypeError(f"Invalid seed: expected an int, got {type(seed).__name__}")
+    if not 0 <= seed.__index__() < 2 ** 64:
+        raise ValueError(f"Invalid seed: {seed!r} (must be in [0, 2**64))")
+    if rounding == "stochastic" and dtype not in _registry.HALF_DTYPES:
+        raise TypeError(f"Invalid rounding: 'stochastic' applies to 16-bit params, not {dtype}")
+
+
+def _store(wide, array, key=None):
+    """Round float32 ``wide`` into 16-bit ``array``: to nearest even, or with ``key``
+    stochastically (element i drawing fa_random32(key, i))."""
+    dtype = array.dtype.name
+    bits = _NARROW[dtype](wide) if key is None else _NARROW_SR[dtype](wide, key, 0)
+    array.view(np.uint16)[...] = bits.reshape(array.shape)
+
+
+def _storage(rule):
+    """``rule`` (an update on float32 or float64 arrays) taking what the kernel takes:
+    16-bit arrays, ``param_copy``, ``rounding`` and ``seed`` (see the module docstring)."""
+    entry = _registry.by_name(rule.__name__[:-1])
+    positional = [s.name for s in entry.states if s.when is None]
+    keyword = [s.name for s in entry.states if s.when is not None]
+
+    @functools.wraps(rule)
+    def step(param, grad, *arrays, param_copy=None, rounding="nearest", seed=0, **kw):
+        states = dict(zip(positional, arrays))       # the scalar states follow: kept as is
+        states.update((n, kw[n]) for n in keyword if kw.get(n) is not None)
+        _check_storage(param, grad, states, param_copy, rounding, seed)
+        wide = {n: _WIDEN[a.dtype.name](a.view(np.uint16)).reshape(a.shape)
+                for n, a in {"param": param, "grad": grad, **states}.items()
+                if a.dtype.name in _WIDEN}
+        args = [wide.get(n, a) for n, a in zip(positional, arrays)] + \
+            list(arrays[len(positional):])
+        kw.update((n, wide[n]) for n in keyword if n in wide)
+        rule(wide.get("param", param), wide.get("grad", grad), *args, **kw)
+        for name, array in states.items():
+            if name in wide:
+                _store(wide[name], array)
+        if "param" in wide:
+            stochastic = rounding == "stochastic"
+            _store(wide["param"], param,
+                   _rounding.sr_key(seed, kw.get("step") or 0, 0) if stochastic else None)
+        if param_copy is not None:
+            _store(param, param_copy)
+
+    return step
+
+
+@_storage
 def sgd_(param, grad, *, momentum_buffer=None, lr=1e-3, momentum=0.0, dampening=0.0,
          nesterov=False, weight_decay=0.0, maximize=False, step=None):
     """One SGD step, in place (twin of :func:`fastadam.sgd_`).
@@ -43,6 +133,7 @@ def sgd_(param, grad, *, momentum_buffer=None, lr=1e-3, momentum=0.0, dampening=
     param[...] = param - lr * d
 
 
+@_storage
 def rmsprop_(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None, lr=1e-2,
              alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
              maximize=False):
@@ -68,6 +159,7 @@ def rmsprop_(param, grad, square_avg, *, momentum_buffer=None, grad_avg=None, lr
         param[...] = param - lr * g / avg
 
 
+@_storage
 def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
           weight_decay=0.0, amsgrad=False, max_exp_avg_sq=None, maximize=False,
           bias_correction=True, decoupled_weight_decay=False):
@@ -99,6 +191,7 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999)
     param[...] = param - (lr / bc1) * exp_avg / (np.sqrt(v) / math.sqrt(bc2) + eps)
 
 
+@_storage
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
            weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None, maximize=False,
            bias_correction=True):
@@ -110,6 +203,7 @@ def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999
           maximize=maximize, bias_correction=bias_correction, decoupled_weight_decay=True)
 
 
+@_storage
 def lion_(param, grad, exp_avg, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0,
           maximize=False):
     """One Lion step, in place (twin of :func:`fastadam.lion_`).
@@ -141,6 +235,7 @@ def _lerp(start, end, weight):
     return end - (end - start) * (1 - weight)
 
 
+@_storage
 def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
              eps=1e-10, maximize=False):
     """One Adagrad step, in place.
@@ -157,6 +252,7 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
     param[...] = param + (-clr) * g / std
 
 
+@_storage
 def adadelta_(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6,
               weight_decay=0.0, maximize=False):
     """One Adadelta step, in place.
@@ -174,6 +270,7 @@ def adadelta_(param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6,
     param[...] = param + (-lr) * delta
 
 
+@_storage
 def adamax_(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
             weight_decay=0.0, maximize=False):
     """One Adamax step, in place.
@@ -200,6 +297,7 @@ def _weight_decay(param, grad, lr, weight_decay, maximize, decoupled):
     return g
 
 
+@_storage
 def nadam_(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3,
            betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
            decoupled_weight_decay=False, maximize=False):
@@ -228,6 +326,7 @@ def nadam_(param, grad, exp_avg, exp_avg_sq, mu_product, *, step, lr=2e-3,
     param[...] = param + ((-lr * mu_next) / (1.0 - prod * mu_next)) * exp_avg / denom
 
 
+@_storage
 def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
            weight_decay=0.0, decoupled_weight_decay=False, maximize=False):
     """One RAdam step, in place.
@@ -258,6 +357,7 @@ def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999
         param[...] = param - corrected * lr
 
 
+@_storage
 def rprop_(param, grad, prev, step_size, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50),
            maximize=False):
     """One Rprop step, in place; ``step_size`` holds each element's step size (``lr`` before
@@ -285,6 +385,7 @@ def rprop_(param, grad, prev, step_size, *, lr=1e-2, etas=(0.5, 1.2), step_sizes
     prev[...] = g
 
 
+@_storage
 def asgd_(param, grad, ax, eta, mu, *, step, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6,
           weight_decay=0.0, maximize=False):
     """One ASGD step, in place; ``eta`` and ``mu`` are the per-tensor step size and

@@ -36,9 +36,73 @@ needs_qemu = pytest.mark.skipif(QEMU is None or not X86_64,
                                 reason="needs qemu-x86_64 (qemu-user) on an x86-64 machine")
 
 
-def _probe(env=None, cpu=None, with_digests=False):
-    """check_cpus.probe, with or without the workload's digests: (info, stderr)."""
-    info, _, stderr = probe(cpu=cpu, env=env, code=WITH_DIGESTS if with_digests else "")
+# 16-bit layouts for the digests: all-bfloat16 with stochastic rounding, all-float16, a
+# float32 param with a bfloat16 param_copy, float32 params with float16 states (and
+# grads). The 16-bit inputs are rounded by fastadam._rounding (integer arithmetic), so they
+# are the same bits on every CPU. ``bfloat16=False`` leaves out the layouts that need
+# ml_dtypes, whose import takes seconds under qemu.
+HALF_WORKLOAD = r'''
+from fastadam import _rounding
+
+
+def half_workload(F, n=1037, steps=2, bfloat16=True):
+    """{case/layout: [param, param_copy or nothing, *states]} after ``steps`` steps."""
+    f32, f16 = np.dtype("float32"), np.dtype("float16")
+    narrow = {f16: _rounding.narrow_f16}
+    if bfloat16:
+        import ml_dtypes
+        bf16 = np.dtype(ml_dtypes.bfloat16)
+        narrow[bf16] = _rounding.narrow_bf16
+
+    def stored(x, dtype):
+        return x.astype(f32) if dtype == f32 else narrow[dtype](x).view(dtype)
+
+    rng = np.random.default_rng(7)
+    p0 = ((rng.random(n) - 0.5) * 2.0).astype(f32)
+    grads = [((rng.random(n) - 0.5) * 0.2).astype(f32) for _ in range(steps)]
+    layouts = [  # name, param, grad, states, param_copy dtype, rounding
+        ("f16", f16, f16, f16, None, "nearest"),
+        ("f32_f16_states", f32, f16, f16, None, "nearest"),
+    ]
+    if bfloat16:
+        layouts += [("bf16_sr", bf16, bf16, bf16, None, "stochastic"),
+                    ("f32_bf16_copy", f32, f32, f32, bf16, "nearest")]
+    cases = [   # name, function, positional states, keyword states, hyper, takes step
+        ("adam_amsgrad", F.adam_, ["exp_avg", "exp_avg_sq"], ["max_exp_avg_sq"],
+         dict(lr=1e-2, amsgrad=True, weight_decay=0.1), True),
+        ("sgd_nesterov", F.sgd_, [], ["momentum_buffer"],
+         dict(lr=0.1, momentum=0.9, nesterov=True), True),
+    ]
+    results = {}
+    for lay, pdt, gdt, sdt, cdt, rounding in layouts:
+        gs = [stored(g, gdt) for g in grads]
+        for name, fn, pos, kw, hyper, stepped in cases:
+            p = stored(p0, pdt)
+            states = {k: stored(np.zeros(n, f32), sdt) for k in pos + kw}
+            copy = None if cdt is None else np.zeros(n, cdt)
+            for t, g in enumerate(gs, 1):
+                fn(p, g, *[states[k] for k in pos], **{k: states[k] for k in kw}, **hyper,
+                   **(dict(step=t) if stepped else {}), param_copy=copy, rounding=rounding,
+                   seed=11)
+            results[f"{name}/{lay}"] = [p] + ([] if copy is None else [copy]) + [
+                states[k] for k in pos + kw]
+    return results
+
+
+def half_digests(F, **kwargs):
+    return {key: hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
+            for key, arrays in half_workload(F, **kwargs).items()}
+'''
+_half = {}
+exec(WORKLOAD + HALF_WORKLOAD, _half)
+
+
+def _probe(env=None, cpu=None, with_digests=False, bfloat16=True):
+    """check_cpus.probe, with or without the workloads' digests: (info, stderr)."""
+    code = (WITH_DIGESTS + HALF_WORKLOAD
+            + f'info["half_digests"] = half_digests(fastadam, bfloat16={bfloat16})\n'
+            if with_digests else "")
+    info, _, stderr = probe(cpu=cpu, env=env, code=code)
     return info, stderr
 
 
@@ -63,12 +127,36 @@ def native_digests():
     return _native_digests()
 
 
-def test_native_paths_agree_bit_for_bit(native_digests):
+@pytest.fixture(scope="module")
+def native_half_digests():
+    """{path: 16-bit layouts' digests} for every path this CPU and build have."""
+    result = {}
+    old = fastadam.get_simd_path()
+    try:
+        for path in fastadam.available_simd_paths():
+            fastadam.set_simd_path(path)
+            result[path] = _half["half_digests"](fastadam)
+    finally:
+        fastadam.set_simd_path(old)
+    return result
+
+
+def test_native_paths_agree_bit_for_bit(native_digests, native_half_digests):
     assert "baseline" in native_digests
-    expected = native_digests["baseline"]
-    for path, got in native_digests.items():
-        differ = sorted(k for k in expected if got[k] != expected[k])
-        assert not differ, f"path {path!r} differs from 'baseline' on {differ}"
+    for digests in (native_digests, native_half_digests):
+        expected = digests["baseline"]
+        for path, got in digests.items():
+            differ = sorted(k for k in expected if got[k] != expected[k])
+            assert not differ, f"path {path!r} differs from 'baseline' on {differ}"
+
+
+def test_half_workload_moves_every_array():
+    # The 16-bit digests compare real updates: every param, copy and state changes.
+    start = _half["half_workload"](fastadam, steps=0)
+    for key, arrays in _half["half_workload"](fastadam).items():
+        assert len(arrays) == len(start[key])
+        for i, (a, b) in enumerate(zip(arrays, start[key])):
+            assert a.tobytes() != b.tobytes(), f"{key} array {i} did not change"
 
 
 def test_workload_matches_reference():
@@ -95,18 +183,21 @@ def test_reference_errors_can_fail():
 
 
 @needs_qemu
-def test_nehalem_runs_baseline_with_the_same_bits(native_digests):
-    info, _ = _probe(cpu="Nehalem", with_digests=True)
+def test_nehalem_runs_baseline_with_the_same_bits(native_digests, native_half_digests):
+    # float16 only: its software conversions (no F16C); bfloat16's are integer arithmetic
+    info, _ = _probe(cpu="Nehalem", with_digests=True, bfloat16=False)
     assert info["path"] == "baseline"
     assert info["available"] == ["baseline"]          # neither avx2 nor avx512
     assert info["modules"] == ["fastadam._simd_baseline"]   # the others were not imported
     assert info["broken"] == {}
     assert info["warnings"] == []
     assert info["digests"] == native_digests["baseline"]
+    native = native_half_digests["baseline"]
+    assert info["half_digests"] == {k: v for k, v in native.items() if "bf16" not in k}
 
 
 @needs_qemu
-def test_haswell_runs_avx2_with_the_same_bits(native_digests):
+def test_haswell_runs_avx2_with_the_same_bits(native_digests, native_half_digests):
     info, stderr = _probe(cpu="Haswell", with_digests=True)
     _skip_unless_emulated(stderr, "avx2")
     assert info["path"] == "avx2"
@@ -116,6 +207,9 @@ def test_haswell_runs_avx2_with_the_same_bits(native_digests):
     assert info["warnings"] == []
     for path, expected in native_digests.items():
         assert info["digests"] == expected, f"Haswell/avx2 differs from native {path!r}"
+    for path, expected in native_half_digests.items():
+        assert info["half_digests"] == expected, \
+            f"Haswell/avx2 differs from native {path!r} on 16-bit layouts"
 
 
 @needs_qemu
@@ -227,15 +321,17 @@ def test_fastadam_num_threads():
 
 def test_thread_counts_and_paths_agree_bit_for_bit():
     # Large enough that 3 threads split the work (every kernel's threshold is <= 2**17
-    # elements per thread), odd so the chunks have tails. In a subprocess with a timeout, so
+    # elements per thread; the 16-bit layouts' Adam and SGD <= 2**16), odd so the chunks
+    # have tails. In a subprocess with a timeout, so
     # that a hang fails one test instead of the run.
-    code = PROBE + WORKLOAD + r'''
+    code = PROBE + WORKLOAD + HALF_WORKLOAD + r'''
 out = {}
 for path in fastadam.available_simd_paths():
     fastadam.set_simd_path(path)
     for threads in (1, 2, 3):
         fastadam.set_num_threads(threads)
         out[f"{path}/{threads}"] = digests(fastadam, n=3 * 2**17 + 37, steps=2)
+        out[f"{path}/{threads}"].update(half_digests(fastadam, n=3 * 2**16 + 37))
 print(json.dumps(out))
 '''
     try:
