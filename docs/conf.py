@@ -80,7 +80,8 @@ intersphinx_timeout = 10
 # Only the examples that are quick run at build time (about 20 s in all on a 2-core
 # machine); interactive_race.py is shown, and the page it makes is generated once by
 # fastadam_docs and embedded.
-_executed = ("compare_optimizers", "train_mlp_digits", "minimize_quadratic",
+_executed = ("compare_optimizers", "train_mlp_digits", "train_mlp_digits_bf16",
+             "minimize_quadratic",
              "linear_regression")
 sphinx_gallery_conf = {
     "examples_dirs": os.path.join("..", "examples"),

@@ -286,3 +286,27 @@ def test_digits_script_reaches_095():
     for epoch in range(1, 16):
         assert re.search(rf"epoch +{epoch}/15: 100%.*43/43", err), err[-2000:]
 
+
+
+# -------------------------------------------------------------- train_mlp_digits_bf16.py
+
+def test_digits_bf16_master_weights_match_float32_and_stochastic_rounding_helps():
+    pytest.importorskip("sklearn", reason="train_mlp_digits_bf16.py needs scikit-learn: "
+                        "pip install 'fastadam[examples]'")
+    out = _run("train_mlp_digits_bf16")     # the full default run (15 epochs, seconds)
+    last = out.strip().splitlines()[-1]
+    found = dict(re.findall(r"(float32|bf16 master|bf16 nearest|bf16 stochastic) "
+                            r"(0\.\d{4})", last))
+    assert len(found) == 4, out
+    acc = {k: float(v) for k, v in found.items()}
+    loss = {m: float(v) for m, v in re.findall(
+        r"^  (float32|bf16 master|bf16 nearest|bf16 stochastic) +train loss (\d\.\d{4})",
+        out, re.M)}
+    assert acc["float32"] >= 0.95, out
+    # the master-weight step is the float32 step on the bfloat16 grads: the same accuracy
+    # within half a point
+    assert abs(acc["bf16 master"] - acc["float32"]) <= 0.005, out
+    # rounding to nearest loses updates smaller than half an ulp; stochastic keeps them
+    assert loss["bf16 stochastic"] < loss["bf16 nearest"], out
+    assert loss["bf16 stochastic"] <= 1.1 * loss["float32"], out
+    assert acc["bf16 stochastic"] >= acc["float32"] - 0.01, out
