@@ -362,6 +362,9 @@ class _Entry:
                 st = state.get(p)
                 if st is None:
                     return False
+                # (a master put into or taken out of the state changes what is stepped)
+                if dt in _HALF and (st.get(MASTER) is None) == (keys[-1] == MASTER):
+                    return False
                 for k, t, ptr in zip(keys, tens, ptrs[1:]):
                     if st.get(k) is not t or t.data_ptr() != ptr:
                         return False
@@ -528,20 +531,18 @@ class _Optimizer(_TorchOptimizer):
         state the options use when the param has none yet (with ``'step'``); for an
         optimizer without ``state['step']`` (SGD), each used state that is missing."""
         new: Dict[str, Any] = {}
+        if not (self._has_step and state):
+            if self._has_step:     # the shared step and scalar views, set at commit
+                new.update({"step": None, **{c: None for c in self._scalar_names}})
+            dtype = self._new_state_dtype(p, state)
+            for name, init in zip(slots, self._state_inits):
+                if name and (self._has_step or state.get(name) is None):
+                    value = float(group[init]) if isinstance(init, str) else init
+                    new[name] = torch.full_like(p, value, dtype=dtype,
+                                                memory_format=torch.preserve_format)
         if self._with_master(p, state) and state.get(MASTER) is None:
             new[MASTER] = torch.empty_like(p, dtype=torch.float32,
                                            memory_format=torch.contiguous_format).copy_(p)
-        if self._has_step:
-            if state:
-                return new
-            # the shared step and scalar views, set at commit
-            new.update({"step": None, **{c: None for c in self._scalar_names}})
-        dtype = self._new_state_dtype(p, state)
-        for name, init in zip(slots, self._state_inits):
-            if name and (self._has_step or state.get(name) is None):
-                value = float(group[init]) if isinstance(init, str) else init
-                new[name] = torch.full_like(p, value, dtype=dtype,
-                                            memory_format=torch.preserve_format)
         return new
 
     def _with_master(self, p: torch.Tensor, state: Dict[str, Any]) -> bool:
