@@ -610,3 +610,49 @@ def agreement_summary(request):
             for key, row in sorted(AGREEMENT.items()):
                 reporter.write_line(f"  {key[0]:14s} {key[1]:10s} "
                                     + "  ".join(f"{x:.6g}" for x in row))
+
+
+@pytest.mark.parametrize("master", (False, True), ids=("16-bit", "master"))
+@pytest.mark.parametrize("info", registry.OPTIMIZERS, ids=lambda i: i.name)
+def test_resume_from_a_checkpoint_is_exact(info, master):
+    """3 steps, a checkpoint loaded into a fresh optimizer, 3 more: the run that was not
+    interrupted, bit for bit (the states and scalar states keep their saved dtypes)."""
+    kw = dict(hyper_of(info), master_weights=master)
+    a = half_tensors(torch.bfloat16, SHAPES, seed=11)
+    b = [p.clone() for p in a]
+    opt_a = getattr(ft, info.torch_name)(a, **kw)
+    opt_b = getattr(ft, info.torch_name)(b, **kw)
+    for t, gs in enumerate(half_grads(torch.bfloat16, SHAPES, steps=6, seed=11)):
+        if t == 3:
+            sd = checkpoint(opt_b)
+            opt_b = getattr(ft, info.torch_name)(b, **kw)
+            opt_b.load_state_dict(sd)
+        for p, q, gr in zip(a, b, gs):
+            p.grad, q.grad = gr, gr.clone()
+        opt_a.step()
+        opt_b.step()
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+        for k, v in opt_a.state[p].items():
+            assert opt_b.state[q][k].dtype == v.dtype and torch.equal(opt_b.state[q][k], v), k
+
+
+@pytest.mark.parametrize("name", ("SGD", "Lion"))
+def test_stochastic_rounding_draws_anew_every_step(name):
+    """SGD and Lion keep no state['step']: their stochastic steps are counted in the group
+    ('sr_step'), so each step draws anew. 20 steps of a third of an ulp move each param
+    about 6 ulps (a draw repeated every step would move it 0 or 20)."""
+    n, steps = 2000, 20
+    ulp = 2.0 ** -MANTISSA[torch.bfloat16]
+    p0 = torch.full((n,), 1.5, dtype=torch.bfloat16)
+    p = p0.clone()
+    lr = ulp / 3
+    opt = getattr(ft, name)([p], lr=lr, rounding="stochastic", seed=5,
+                            **({"betas": (0.0, 0.0)} if name == "Lion" else {}))
+    for _ in range(steps):
+        p.grad = torch.full((n,), -1.0, dtype=torch.bfloat16)   # p grows by lr a step
+        opt.step()
+    assert opt.param_groups[0]["sr_step"] == steps
+    moved = (p.float() - p0.float()) / ulp
+    assert abs(float(moved.mean()) - steps / 3) < 0.5
+    assert float(((moved >= 2) & (moved <= 11)).double().mean()) > 0.9
