@@ -19,9 +19,12 @@ A step updates the params and the state tensors in place through zero-copy NumPy
 :class:`fastadam._core.Plan` per param group are built once and reused while the group's
 params with a gradient, their memory and their state tensors stay the same.
 
-Supported: dense, contiguous float32/float64 CPU tensors. Sparse gradients, other devices
-and dtypes, non-contiguous tensors, ``capturable=True`` and ``differentiable=True`` raise a
-TypeError or ValueError naming the param or option, before anything is written. ``foreach``
+Supported: dense, contiguous float32, float64, bfloat16 and float16 CPU tensors (the 16-bit
+ones computed in float32 and rounded to nearest even on store, as torch's fused CPU
+kernels; see :class:`_Optimizer` for master weights, 16-bit states and stochastic
+rounding). Sparse gradients, other devices and dtypes, non-contiguous tensors,
+``capturable=True`` and ``differentiable=True`` raise a TypeError or ValueError naming the
+param or option, before anything is written. ``foreach``
 and ``fused`` are accepted and kept (fastadam's step is always one fused multi-tensor call),
 so that state dicts from torch's fused or foreach optimizers load unchanged.
 
@@ -50,12 +53,23 @@ import numpy as np
 from torch.optim import Optimizer as _TorchOptimizer
 
 from . import _core, _registry
-from .optim import _initial_value
+from .optim import MASTER, _flag, _initial_value, _storage
 
 __all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad", "Adamax",
            "Adadelta", "RAdam", "Rprop", "NAdam", "ASGD"]
 
 _FLOATS = (torch.float32, torch.float64)
+# The storage dtypes of the core (fastadam/_registry.py DTYPES) as torch dtypes.
+_DTYPE_NAMES = {getattr(torch, name): name for name in _registry.DTYPE_NAMES}
+_BY_NAME = {name: dt for dt, name in _DTYPE_NAMES.items()}
+_HALF = tuple(_BY_NAME[name] for name in _registry.HALF_DTYPES)
+# Stochastic rounding's generator is keyed by (seed, step, tensor): a group's plan numbers
+# its tensors from 0, so the seed is offset per group; optimizers without state['step']
+# (SGD, Lion) count their stochastic steps in the group (``SR_STEP``) and offset by it.
+_GROUP_SALT = 0x9E3779B97F4A7C15
+_STEP_SALT = 0xBF58476D1CE4E5B9
+SR_STEP = "sr_step"
+_STORAGE_DEFAULTS = {"rounding": "nearest", "seed": 0}
 _STRIDED = torch.strided
 # Tell autograd that a param changed in place (the kernels write behind its back), so that
 # a graph which saved the old value raises as it would after torch.optim's step.
@@ -80,9 +94,22 @@ def _where(group: Dict[str, Any], gi: int, j: int) -> str:
     return where
 
 
-def _check_tensor(t: Any, what: str, like: Optional[torch.Tensor] = None) -> None:
+def _names(dtypes) -> str:
+    return " or ".join(str(d) for d in dtypes)
+
+
+def _allowed(stepped: torch.dtype, role: str) -> Tuple[torch.dtype, ...]:
+    """The dtypes the core takes for a ``role`` ("grad", "state") of a param stepped in
+    ``stepped`` (the param's dtype, or float32 for a 16-bit param with a master copy)."""
+    return tuple(_BY_NAME[n] for n in _registry.MIXING[_DTYPE_NAMES[stepped]][role])
+
+
+def _check_tensor(t: Any, what: str, like: Optional[torch.Tensor] = None,
+                  role: Optional[str] = None, stepped: Optional[torch.dtype] = None) -> None:
     """Raise unless ``t`` can be updated in place through a NumPy view: a dense, contiguous
-    float32/float64 CPU tensor (with the dtype and shape of ``like``, its param, if given)."""
+    float32/float64/bfloat16/float16 CPU tensor; given ``like`` (its param), of its shape
+    and of its dtype, or with ``role`` ("grad", "state") of a dtype the core's MIXING table
+    allows for a param stepped in ``stepped`` (default: the param's dtype)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"Invalid {what}: expected a torch.Tensor, got {type(t).__name__}")
     if t.layout is not _STRIDED:
@@ -92,13 +119,21 @@ def _check_tensor(t: Any, what: str, like: Optional[torch.Tensor] = None) -> Non
         raise ValueError(f"Invalid {what}: on device {t.device}; fastadam.torch steps CPU "
                          f"tensors only")
     if like is None:
-        if t.dtype not in _FLOATS:
-            raise TypeError(f"Invalid {what} dtype: expected torch.float32 or torch.float64, "
+        if t.dtype not in _DTYPE_NAMES:
+            raise TypeError(f"Invalid {what} dtype: expected {_names(_DTYPE_NAMES)}, "
                             f"got {t.dtype}")
     else:
-        if t.dtype != like.dtype:
-            raise TypeError(f"Invalid {what} dtype: expected {like.dtype} (the param's), "
-                            f"got {t.dtype}")
+        if role is None:
+            if t.dtype != like.dtype:
+                raise TypeError(f"Invalid {what} dtype: expected {like.dtype} (the param's), "
+                                f"got {t.dtype}")
+        else:
+            stepped = stepped or like.dtype
+            ok = _allowed(stepped, role)
+            if t.dtype not in ok:
+                how = "" if stepped == like.dtype else f" with a {stepped} master copy"
+                raise TypeError(f"Invalid {what} dtype: a {like.dtype} param{how} takes "
+                                f"{_names(ok)} {role}s, got {t.dtype}")
         if t.shape != like.shape:
             raise ValueError(f"Invalid {what} shape: expected {tuple(like.shape)} (the "
                              f"param's), got {tuple(t.shape)}")
@@ -108,12 +143,60 @@ def _check_tensor(t: Any, what: str, like: Optional[torch.Tensor] = None) -> Non
                          f"which needs a contiguous tensor")
 
 
-def _view(t: torch.Tensor, what: str) -> np.ndarray:
-    """A zero-copy NumPy view of ``t``'s memory (the detached alias keeps it alive)."""
+def _bfloat16() -> Any:
+    """NumPy's bfloat16 dtype (ml_dtypes'), imported when a bfloat16 tensor is met."""
     try:
+        import ml_dtypes
+    except ImportError:
+        raise ImportError("fastadam.torch steps torch.bfloat16 tensors through NumPy "
+                          "views of ml_dtypes.bfloat16, which is not installed: "
+                          "pip install ml_dtypes") from None
+    return ml_dtypes.bfloat16
+
+
+def _view(t: torch.Tensor, what: str) -> np.ndarray:
+    """A zero-copy NumPy view of ``t``'s memory (the detached alias keeps it alive).
+    torch.bfloat16 has no ``.numpy()``: its bits are viewed as int16, then as bfloat16."""
+    try:
+        if t.dtype is torch.bfloat16:
+            return t.detach().view(torch.int16).numpy().view(_bfloat16())
         return t.detach().numpy()
     except (RuntimeError, TypeError, ValueError) as e:
         raise ValueError(f"Invalid {what}: it has no NumPy view ({e})") from None
+
+
+def _check_master(t: Any, what: str, p: torch.Tensor) -> None:
+    """A 16-bit param's master copy: a float32 tensor of its shape."""
+    _check_tensor(t, what)
+    if t.dtype != torch.float32:
+        raise TypeError(f"Invalid {what} dtype: expected torch.float32 (the master copy of "
+                        f"a {p.dtype} param), got {t.dtype}")
+    if t.shape != p.shape:
+        raise ValueError(f"Invalid {what} shape: expected {tuple(p.shape)} (the param's), "
+                         f"got {tuple(t.shape)}")
+
+
+def _state_dtype(x: Any) -> Optional[torch.dtype]:
+    if x is None:
+        return None
+    if x not in _DTYPE_NAMES:
+        raise TypeError(f"Invalid state_dtype: expected None or {_names(_DTYPE_NAMES)}, "
+                        f"got {x!r}")
+    return x
+
+
+def _check_rounding(group: Dict[str, Any], where: str) -> None:
+    r, seed = group.get("rounding", "nearest"), group.get("seed", 0)
+    if not isinstance(r, str):
+        raise TypeError(f"Invalid rounding in {where}: expected one of "
+                        f"{_registry.ROUNDINGS}, got {type(r).__name__}")
+    if r not in _registry.ROUNDINGS:
+        raise ValueError(f"Invalid rounding in {where}: {r!r} (expected one of "
+                         f"{_registry.ROUNDINGS})")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"Invalid seed in {where}: expected an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2 ** 64:
+        raise ValueError(f"Invalid seed in {where}: {seed!r} (must be in [0, 2**64))")
 
 
 def _step_value(state: Dict[str, Any], what: str) -> float:
@@ -154,11 +237,14 @@ class _Entry:
         self.slots = slots
         self.names = [_where(group, gi, j) for j in pos]
         self.scalar_names = opt._scalar_names
-        self.keys = ((("step",) if opt._has_step else ()) + self.scalar_names
-                     + tuple(s for s in slots if s))
+        keys = ((("step",) if opt._has_step else ()) + self.scalar_names
+                + tuple(s for s in slots if s))
+        self.keys: List[Tuple[str, ...]] = []      # per param: its tensors' state keys
         self.dtypes = [p.dtype for p in params]
         self.shapes = [p.shape for p in params]
-        self.views: List[np.ndarray] = []
+        self.views: List[np.ndarray] = []           # what the kernel steps: param or master
+        self.copies: List[Optional[np.ndarray]] = []    # a master's 16-bit param, or None
+        self.stepped: List[torch.Tensor] = []
         self.state_views: List[Tuple[Optional[np.ndarray], ...]] = []
         self.new_states: List[Dict[str, Any]] = []   # per param: entries to add at commit
         steps: List[float] = []
@@ -184,6 +270,18 @@ class _Entry:
                         f64 = t.dtype == torch.float64
             scalar_f64.append(f64)
             merged = {**st, **new}
+            master = merged.get(MASTER) if p.dtype in _HALF else None
+            if master is not None:
+                what = f"state {MASTER!r} of {name}"
+                _check_master(master, what, p)
+                self.views.append(_view(master, what))
+                self.copies.append(self.views[-2])
+                del self.views[-2]
+            else:
+                self.copies.append(None)
+            stepped = p if master is None else master
+            self.stepped.append(stepped)
+            self.keys.append(keys + ((MASTER,) if master is not None else ()))
             row, tens = [], []
             for sname in slots:
                 if sname is None:
@@ -195,11 +293,11 @@ class _Entry:
                                      f"group's options changed since this state was made; "
                                      f"torch.optim fails here too)")
                 what = f"state {sname!r} of {name}"
-                _check_tensor(t, what, like=p)
+                _check_tensor(t, what, like=p, role="state", stepped=stepped.dtype)
                 row.append(_view(t, what))
                 tens.append(t)
             self.state_views.append(tuple(row))
-            slot_tensors.append(tuple(tens))
+            slot_tensors.append(tuple(tens) + ((master,) if master is not None else ()))
         if opt._has_step:
             # One buffer holds every param's 'step' (each state['step'] is a 0-d view of
             # it), so that reading and advancing n step counters is one NumPy operation.
@@ -230,14 +328,13 @@ class _Entry:
         # Byte ranges of everything the kernels write (for the cross-group overlap check).
         lo, hi = [], []
         for p, tens in zip(params, slot_tensors):
-            nb = p.numel() * p.element_size()
-            if nb:
-                for t in (p,) + tens:
+            for t in (p,) + tens:
+                nb = t.numel() * t.element_size()
+                if nb:
                     lo.append(t.data_ptr())
                     hi.append(t.data_ptr() + nb)
         self.w_lo = np.array(lo, dtype=np.uint64)
         self.w_hi = np.array(hi, dtype=np.uint64)
-        self.nbytes = [p.numel() * p.element_size() for p in params]
         self.plan_keys = [str(j) for j in pos]
         self._kernel = opt._kernel
         self.plan = self._make_plan()
@@ -245,7 +342,8 @@ class _Entry:
 
     def _make_plan(self) -> "_core.Plan":
         try:
-            return _core.Plan(self._kernel, self.views, self.state_views, self.plan_keys)
+            return _core.Plan(self._kernel, self.views, self.state_views, self.plan_keys,
+                              self.copies)
         except (TypeError, ValueError) as e:
             raise type(e)(f"param_groups[{self.gi}]: {e}") from None
 
@@ -254,9 +352,9 @@ class _Entry:
         data-pointer checks, no validation)."""
         if slots != self.slots or len(params) != len(self.params):
             return False
-        keys = self.keys
-        for p, q, dt, sh, tens, ptrs in zip(params, self.params, self.dtypes, self.shapes,
-                                            self.tensors, self.ptrs):
+        for p, q, dt, sh, tens, ptrs, keys in zip(params, self.params, self.dtypes,
+                                                  self.shapes, self.tensors, self.ptrs,
+                                                  self.keys):
             if (p is not q or p.data_ptr() != ptrs[0] or p.dtype is not dt
                     or p.shape != sh or not p.is_contiguous()):
                 return False
@@ -264,28 +362,33 @@ class _Entry:
                 st = state.get(p)
                 if st is None:
                     return False
+                # (a master put into or taken out of the state changes what is stepped)
+                if dt in _HALF and (st.get(MASTER) is None) == (keys[-1] == MASTER):
+                    return False
                 for k, t, ptr in zip(keys, tens, ptrs[1:]):
                     if st.get(k) is not t or t.data_ptr() != ptr:
                         return False
         return True
 
-    def grads(self) -> Tuple[List[np.ndarray], List[int]]:
-        """Validated NumPy views of the params' gradients, and their data pointers."""
-        out, ptrs = [], []
-        for p, name in zip(self.params, self.names):
+    def grads(self) -> Tuple[List[np.ndarray], Tuple[List[int], List[int]]]:
+        """Validated NumPy views of the params' gradients, and their data pointers and byte
+        counts."""
+        out, ptrs, nbytes = [], [], []
+        for p, stepped, name in zip(self.params, self.stepped, self.names):
             g = p.grad
             if g.layout is not _STRIDED:
                 raise ValueError(f"Invalid grad of {name}: layout {g.layout}; sparse gradients "
                                  f"are not supported (torch.optim.Adam rejects them too)")
             what = f"grad of {name}"
-            _check_tensor(g, what, like=p)
+            _check_tensor(g, what, like=p, role="grad", stepped=stepped.dtype)
             gv = _view(g, what)
             ptr = g.data_ptr()
             if ptr % gv.itemsize:
                 raise ValueError(f"Invalid {what}: its data is not aligned to its itemsize")
             out.append(gv)
             ptrs.append(ptr)
-        return out, ptrs
+            nbytes.append(gv.nbytes)
+        return out, (ptrs, nbytes)
 
     def scalar_args(self, i: int) -> Tuple[np.ndarray, ...]:
         """Param ``i``'s scalar states as the plan takes them: 0-d views of the buffers."""
@@ -359,12 +462,36 @@ class _Entry:
         opt._entries[self.gi] = self
 
 
+_NO_SR_WITH_MASTER = ("Invalid rounding: 'stochastic' rounds 16-bit params stepped in place; "
+                      "with master_weights=True the float32 master keeps the precision and "
+                      "the 16-bit param is its nearest value")
+
+
 class _Optimizer(_TorchOptimizer):
     """Shared machinery: param-group checks, the cached per-group plans, and ``step``.
 
     A subclass names its registry entry (fastadam/_registry.py) in ``_name``; the rest
     (validation, which states exist and when they are made, ``state['step']``, the plan's
-    kernel) follows from the entry."""
+    kernel) follows from the entry.
+
+    16-bit storage, keywords of every class: a torch.bfloat16 or torch.float16 param is
+    computed in float32 and stored rounded to nearest even; its states are by default in
+    its own dtype (as torch's fused optimizers make them), grads in its dtype or float32.
+
+    - ``master_weights=False``: with True, a 16-bit param's first step puts a float32 copy
+      of it in ``state[p]['master_param']`` and makes its states float32 (or
+      ``state_dtype``); every step updates the master and writes the param as the master
+      rounded to nearest, in the same pass; grads may then be float32 or 16-bit. A param
+      whose state has a master is stepped through it whatever this flag says.
+    - ``state_dtype=None``: the dtype of new states (torch.bfloat16 or torch.float16 halve
+      the state memory of float32 params or masters; a 16-bit param without a master keeps
+      its own dtype).
+    - ``rounding="nearest"``, ``seed=0``: group keys; ``"stochastic"`` rounds 16-bit params
+      stepped in place without bias, from a generator keyed by (seed, step, tensor), so a
+      resume from a state_dict and any thread count give the same bits (refused with
+      master_weights=True). SGD and Lion, which keep no ``state['step']``, count these
+      steps in the group's ``'sr_step'``.
+    """
 
     _name: str = ""
 
@@ -382,6 +509,14 @@ class _Optimizer(_TorchOptimizer):
 
     def __init__(self, params, defaults: Dict[str, Any]):
         self._entries: Dict[int, _Entry] = {}
+        defaults = dict(defaults)
+        # The state's layout: fixed for the optimizer (kept by pickling, see __getstate__),
+        # not group keys. rounding and seed are group keys, so a state_dict carries them.
+        self.master_weights = _flag(defaults.pop("master_weights", False), "master_weights")
+        self.state_dtype = _state_dtype(defaults.pop("state_dtype", None))
+        _check_rounding(defaults, "the defaults")
+        if self.master_weights and defaults.get("rounding") == "stochastic":
+            raise ValueError(_NO_SR_WITH_MASTER)
         super().__init__(params, defaults)
 
     # -- from the registry -----------------------------------------------------------------
@@ -395,18 +530,34 @@ class _Optimizer(_TorchOptimizer):
         """The state entries a param's first step adds, as torch.optim makes them: every
         state the options use when the param has none yet (with ``'step'``); for an
         optimizer without ``state['step']`` (SGD), each used state that is missing."""
-        if self._has_step:
-            if state:
-                return {}
-            # the shared step and scalar views, set at commit
-            new: Dict[str, Any] = {"step": None, **{c: None for c in self._scalar_names}}
-        else:
-            new = {}
-        for name, init in zip(slots, self._state_inits):
-            if name and (self._has_step or state.get(name) is None):
-                value = float(group[init]) if isinstance(init, str) else init
-                new[name] = torch.full_like(p, value, memory_format=torch.preserve_format)
+        new: Dict[str, Any] = {}
+        if not (self._has_step and state):
+            if self._has_step:     # the shared step and scalar views, set at commit
+                new.update({"step": None, **{c: None for c in self._scalar_names}})
+            dtype = self._new_state_dtype(p, state)
+            for name, init in zip(slots, self._state_inits):
+                if name and (self._has_step or state.get(name) is None):
+                    value = float(group[init]) if isinstance(init, str) else init
+                    new[name] = torch.full_like(p, value, dtype=dtype,
+                                                memory_format=torch.preserve_format)
+        if self._with_master(p, state) and state.get(MASTER) is None:
+            new[MASTER] = torch.empty_like(p, dtype=torch.float32,
+                                           memory_format=torch.contiguous_format).copy_(p)
         return new
+
+    def _with_master(self, p: torch.Tensor, state: Dict[str, Any]) -> bool:
+        """Whether ``p`` is stepped through a float32 master copy (has or gets one)."""
+        return p.dtype in _HALF and (self.master_weights or state.get(MASTER) is not None)
+
+    def _new_state_dtype(self, p: torch.Tensor, state: Dict[str, Any]) -> torch.dtype:
+        """The dtype of ``p``'s new states (checked against the core's MIXING table)."""
+        stepped = torch.float32 if self._with_master(p, state) else p.dtype
+        dtype = self.state_dtype or stepped
+        if dtype not in _allowed(stepped, "state"):
+            how = " with a float32 master copy" if stepped != p.dtype else ""
+            raise TypeError(f"Invalid state_dtype: a {p.dtype} param{how} takes "
+                            f"{_names(_allowed(stepped, 'state'))} states, got {dtype}")
+        return dtype
 
     def _initial_step(self, state: Dict[str, Any], new: Dict[str, Any], what: str) -> float:
         if not self._has_step:
@@ -428,17 +579,31 @@ class _Optimizer(_TorchOptimizer):
             gi = len(self.param_groups) - 1
             self._check_group(group, f"param_groups[{gi}]")
             for j, p in enumerate(group["params"]):
-                _check_tensor(p, _where(group, gi, j))
+                where = _where(group, gi, j)
+                _check_tensor(p, where)
+                try:
+                    self._new_state_dtype(p, self.state.get(p) or {})
+                except TypeError as e:
+                    raise TypeError(f"{e} ({where})") from None
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
 
+    def __getstate__(self) -> Dict[str, Any]:
+        return {**super().__getstate__(), "master_weights": self.master_weights,
+                "state_dtype": self.state_dtype}
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__["_entries"] = {}
+        self.__dict__.setdefault("master_weights", False)
+        self.__dict__.setdefault("state_dtype", None)
         for group in self.param_groups:
             for k, v in self._setdefaults.items():
                 group.setdefault(k, v)
+            # (a torch.optim checkpoint has no rounding: the optimizer's own is kept)
+            for k in ("rounding", "seed"):
+                group.setdefault(k, self.defaults.get(k, _STORAGE_DEFAULTS[k]))
             if not self._has_step:
                 continue
             for p in group["params"]:
@@ -455,6 +620,7 @@ class _Optimizer(_TorchOptimizer):
             # torch.optim's own load may fail half way (its __setstate__ converting a 'step'
             # that is no number): what it already replaced is put back as for ours.
             super().load_state_dict(state_dict)
+            self._keep_saved_dtypes(state_dict)
             for gi, group in enumerate(self.param_groups):
                 self._check_group(group, f"state_dict['param_groups'][{gi}]")
                 for j, p in enumerate(group["params"]):
@@ -464,12 +630,43 @@ class _Optimizer(_TorchOptimizer):
                     where = _where(group, gi, j)
                     if self._has_step:
                         _step_value(st, where)
+                    master = st.get(MASTER) if p.dtype in _HALF else None
+                    if master is not None:
+                        _check_master(master, f"state {MASTER!r} of {where}", p)
+                    stepped = torch.float32 if master is not None else p.dtype
                     for name in self._state_names:
                         if name and st.get(name) is not None:
-                            _check_tensor(st[name], f"state {name!r} of {where}", like=p)
+                            _check_tensor(st[name], f"state {name!r} of {where}", like=p,
+                                          role="state", stepped=stepped)
         except BaseException:
             self.state, self.param_groups, self._entries = saved
             raise
+
+    def _keep_saved_dtypes(self, state_dict: Dict[str, Any]) -> None:
+        """Undo torch.optim's cast of every state tensor to its param's dtype where the
+        saved dtype is one the core takes: a 16-bit param's float32 master copy, states of
+        another dtype (float32 with a master, 16-bit ones of float32 params) and a 16-bit
+        param's float32 scalar states (NAdam's mu_product, ...)."""
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for k, p in zip(ids, params):
+            saved = state_dict["state"].get(k)
+            st = self.state.get(p)
+            if not saved or not st or not isinstance(saved, dict):
+                continue
+            master = saved.get(MASTER)
+            has_master = (p.dtype in _HALF and torch.is_tensor(master)
+                          and master.dtype == torch.float32)
+            stepped = torch.float32 if has_master else p.dtype
+            for key, t in saved.items():
+                if not torch.is_tensor(t) or t.dtype == p.dtype or key == "step":
+                    continue
+                keep = ((key == MASTER and has_master)
+                        or (key in self._state_names and t.dtype in _allowed(stepped, "state"))
+                        or (key in self._scalar_names and p.dtype in _HALF
+                            and t.dtype in _FLOATS))
+                if keep:
+                    st[key] = t.to(device=p.device)
 
     def _check_group(self, group: Dict[str, Any], where: str) -> "_core.Hyperparams":
         for flag in ("capturable", "differentiable"):
@@ -483,7 +680,18 @@ class _Optimizer(_TorchOptimizer):
                                 f"or a bool")
         if group.get("fused") and group.get("foreach"):
             raise ValueError(f"Invalid {where}: `fused` and `foreach` cannot be True together")
+        _check_rounding(group, where)
+        if self.master_weights and group.get("rounding") == "stochastic":
+            raise ValueError(f"{_NO_SR_WITH_MASTER} ({where})")
         return _core.validate(self._name, group)
+
+    def _rounding(self, gi: int, group: Dict[str, Any]) -> Tuple[str, int]:
+        """The plan's (rounding, seed) for group ``gi`` (see the class docstring)."""
+        rounding, seed = group.get("rounding", "nearest"), group.get("seed", 0)
+        if rounding != "stochastic":
+            return rounding, seed
+        count = 0 if self._has_step else int(group.get(SR_STEP, 0))
+        return rounding, (seed + gi * _GROUP_SALT + count * _STEP_SALT) % 2 ** 64
 
     @_no_dynamo
     def step(self, closure: Optional[Callable[[], Any]] = None):
@@ -509,23 +717,26 @@ class _Optimizer(_TorchOptimizer):
                 if entry is None or not entry.matches(self.state, params, slots):
                     entry = _Entry(self, gi, group, params, slots)
                 grads, gptrs = entry.grads()
-                work.append((entry, grads, gptrs) + entry.runs(hyper, self._by_step))
+                work.append((entry, grads, gptrs) + entry.runs(hyper, self._by_step)
+                            + self._rounding(gi, group))
             if len(work) > 1:
                 # Several plans: check what each one's step would refuse before any runs
                 # (one plan checks everything before it writes).
-                for entry, _, _, runs, run_of, _ in work:
+                for entry, _, _, runs, run_of, _, rounding, seed in work:
                     try:
-                        entry.plan.check_runs(runs, run_of)
+                        entry.plan.check_runs(runs, run_of, rounding=rounding, seed=seed)
                     except (TypeError, ValueError) as e:
                         raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
                 _check_disjoint(work)
-            for entry, grads, _, runs, run_of, reps in work:
+            for entry, grads, _, runs, run_of, reps, rounding, seed in work:
                 try:
                     if run_of is None:
                         hyper, step, scalars = runs[0]
-                        entry.plan.step(grads, hyper, step, scalars=scalars)
+                        entry.plan.step(grads, hyper, step, scalars=scalars,
+                                        rounding=rounding, seed=seed)
                     else:
-                        entry.plan.step_runs(grads, runs, run_of)
+                        entry.plan.step_runs(grads, runs, run_of, rounding=rounding,
+                                             seed=seed)
                 except (TypeError, ValueError) as e:   # checked above: nothing written
                     raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
                 if entry.scalar_np:
@@ -533,6 +744,9 @@ class _Optimizer(_TorchOptimizer):
                         entry.spread(rep, idx)
                 entry.commit(self)
                 self._advance(entry)
+                if rounding == "stochastic" and not self._has_step:
+                    group = self.param_groups[entry.gi]
+                    group[SR_STEP] = int(group.get(SR_STEP, 0)) + 1
                 if _bump_versions is not None:
                     _bump_versions(entry.params)
         return loss
@@ -549,11 +763,11 @@ def _check_disjoint(work) -> None:
     if lo.size > 1 and np.any(lo[1:] < hi[:-1]):
         raise ValueError("Invalid params: params or optimizer states of different param "
                          "groups share memory; every param must be a separate buffer")
-    for entry, _, gptrs, _, _, _ in work:
+    for entry, _, (gptrs, gbytes), *_ in work:
         if not lo.size:
             break
         glo = np.array(gptrs, dtype=np.uint64)
-        nb = np.array(entry.nbytes, dtype=np.uint64)
+        nb = np.array(gbytes, dtype=np.uint64)
         ghi = glo + nb
         k = np.searchsorted(lo, ghi, side="left").astype(np.int64) - 1
         bad = (k >= 0) & (nb > 0) & (hi[np.maximum(k, 0)] > glo)
@@ -587,14 +801,15 @@ class Adam(_Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0, amsgrad: bool = False, *,
                  foreach: Optional[bool] = None, maximize: bool = False,
                  capturable: bool = False, differentiable: bool = False,
-                 fused: Optional[bool] = None, decoupled_weight_decay: bool = False):
+                 fused: Optional[bool] = None, decoupled_weight_decay: bool = False,
+                 **storage: Any):
         if isinstance(betas, list):
             betas = tuple(betas)
-        super().__init__(params, dict(
+        super().__init__(params, _storage(dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             maximize=maximize, foreach=foreach, capturable=capturable,
             differentiable=differentiable, fused=fused,
-            decoupled_weight_decay=decoupled_weight_decay))
+            decoupled_weight_decay=decoupled_weight_decay), storage))
 
 
 class AdamW(Adam):
@@ -612,11 +827,11 @@ class AdamW(Adam):
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False, foreach: Optional[bool] = None,
                  capturable: bool = False, differentiable: bool = False,
-                 fused: Optional[bool] = None):
+                 fused: Optional[bool] = None, **storage: Any):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True)
+                         decoupled_weight_decay=True, **storage)
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -641,11 +856,12 @@ class SGD(_Optimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: Optional[bool] = None, differentiable: bool = False,
-                 fused: Optional[bool] = None):
-        super().__init__(params, dict(
+                 fused: Optional[bool] = None,
+                 **storage: Any):
+        super().__init__(params, _storage(dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, maximize=maximize, foreach=foreach,
-            differentiable=differentiable, fused=fused))
+            differentiable=differentiable, fused=fused), storage))
 
 
 class RMSprop(_Optimizer):
@@ -666,11 +882,12 @@ class RMSprop(_Optimizer):
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0, momentum: float = 0, centered: bool = False,
                  capturable: bool = False, foreach: Optional[bool] = None,
-                 maximize: bool = False, differentiable: bool = False):
-        super().__init__(params, dict(
+                 maximize: bool = False, differentiable: bool = False,
+                 **storage: Any):
+        super().__init__(params, _storage(dict(
             lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
             weight_decay=weight_decay, capturable=capturable, foreach=foreach,
-            maximize=maximize, differentiable=differentiable))
+            maximize=maximize, differentiable=differentiable), storage))
 
 
 class Lion(_Optimizer):
@@ -688,11 +905,12 @@ class Lion(_Optimizer):
     _name = "lion"
 
     def __init__(self, params, lr: float = 1e-4, betas: Tuple[float, float] = (0.9, 0.99),
-                 weight_decay: float = 0.0, *, maximize: bool = False):
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 **storage: Any):
         if isinstance(betas, list):
             betas = tuple(betas)
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
-                                      maximize=maximize))
+        super().__init__(params, _storage(dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      maximize=maximize), storage))
 
 
 class NAdam(_Optimizer):
@@ -717,14 +935,15 @@ class NAdam(_Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, foreach: Optional[bool] = None,
                  maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False):
+                 differentiable: bool = False,
+                 **storage: Any):
         if isinstance(betas, list):
             betas = tuple(betas)
-        super().__init__(params, dict(
+        super().__init__(params, _storage(dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
             momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize, foreach=foreach, capturable=capturable,
-            differentiable=differentiable))
+            differentiable=differentiable), storage))
 
 
 class ASGD(_Optimizer):
@@ -749,11 +968,12 @@ class ASGD(_Optimizer):
     def __init__(self, params, lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
                  t0: float = 1e6, weight_decay: float = 0, foreach: Optional[bool] = None,
                  maximize: bool = False, differentiable: bool = False,
-                 capturable: bool = False):
-        super().__init__(params, dict(
+                 capturable: bool = False,
+                 **storage: Any):
+        super().__init__(params, _storage(dict(
             lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
             foreach=foreach, maximize=maximize, differentiable=differentiable,
-            capturable=capturable))
+            capturable=capturable), storage))
 
 
 class Adagrad(_Optimizer):
@@ -777,12 +997,13 @@ class Adagrad(_Optimizer):
                  weight_decay: float = 0, initial_accumulator_value: float = 0,
                  eps: float = 1e-10, foreach: Optional[bool] = None, *,
                  maximize: bool = False, differentiable: bool = False,
-                 fused: Optional[bool] = None):
+                 fused: Optional[bool] = None,
+                 **storage: Any):
         _initial_value("initial_accumulator_value", initial_accumulator_value)
-        super().__init__(params, dict(
+        super().__init__(params, _storage(dict(
             lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-            maximize=maximize, differentiable=differentiable, fused=fused))
+            maximize=maximize, differentiable=differentiable, fused=fused), storage))
         for group in self.param_groups:
             self._init_state(group)
 
@@ -800,7 +1021,8 @@ class Adagrad(_Optimizer):
             state = self.state[p]
             if not state:
                 state["step"] = torch.zeros((), dtype=_scalar_dtype(group))
-                state["sum"] = torch.full_like(p, value, memory_format=torch.preserve_format)
+                state["sum"] = torch.full_like(p, value, dtype=self._new_state_dtype(p, state),
+                                               memory_format=torch.preserve_format)
 
 
 class Adamax(_Optimizer):
@@ -821,12 +1043,13 @@ class Adamax(_Optimizer):
     def __init__(self, params, lr: float = 2e-3, betas: Tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0,
                  foreach: Optional[bool] = None, *, maximize: bool = False,
-                 differentiable: bool = False, capturable: bool = False):
+                 differentiable: bool = False, capturable: bool = False,
+                 **storage: Any):
         if isinstance(betas, list):
             betas = tuple(betas)
-        super().__init__(params, dict(
+        super().__init__(params, _storage(dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
-            maximize=maximize, differentiable=differentiable, capturable=capturable))
+            maximize=maximize, differentiable=differentiable, capturable=capturable), storage))
 
 
 class Adadelta(_Optimizer):
@@ -848,10 +1071,11 @@ class Adadelta(_Optimizer):
     def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0, foreach: Optional[bool] = None, *,
                  capturable: bool = False, maximize: bool = False,
-                 differentiable: bool = False):
-        super().__init__(params, dict(
+                 differentiable: bool = False,
+                 **storage: Any):
+        super().__init__(params, _storage(dict(
             lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
-            capturable=capturable, foreach=foreach, differentiable=differentiable))
+            capturable=capturable, foreach=foreach, differentiable=differentiable), storage))
 
 
 class RAdam(_Optimizer):
@@ -875,13 +1099,14 @@ class RAdam(_Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0,
                  decoupled_weight_decay: bool = False, *, foreach: Optional[bool] = None,
                  maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False):
+                 differentiable: bool = False,
+                 **storage: Any):
         if isinstance(betas, list):
             betas = tuple(betas)
-        super().__init__(params, dict(
+        super().__init__(params, _storage(dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
             foreach=foreach, capturable=capturable,
-            decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))
+            decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable), storage))
 
 
 class Rprop(_Optimizer):
@@ -903,7 +1128,8 @@ class Rprop(_Optimizer):
     def __init__(self, params, lr: float = 1e-2, etas: Tuple[float, float] = (0.5, 1.2),
                  step_sizes: Tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
                  foreach: Optional[bool] = None, maximize: bool = False,
-                 differentiable: bool = False):
-        super().__init__(params, dict(
+                 differentiable: bool = False,
+                 **storage: Any):
+        super().__init__(params, _storage(dict(
             lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach, maximize=maximize,
-            differentiable=differentiable, capturable=capturable))
+            differentiable=differentiable, capturable=capturable), storage))
