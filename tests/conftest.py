@@ -191,3 +191,16 @@ def pytest_configure(config):
         path = os.environ.get("FASTADAM_ALLOWED_SKIPS", "").strip() or ALLOWED_SKIPS_FILE
         config.pluginmanager.register(
             StrictSkips(job, path, load_allowed_skips(path, job)), "fastadam-strict-skips")
+
+
+# The group keys fastadam.torch adds to torch.optim's (how 16-bit params are rounded), with
+# their defaults: a torch.optim checkpoint lacks them, and torch.optim keeps them.
+STORAGE_KEYS = {"rounding": "nearest", "seed": 0}
+
+
+def torch_keys(d):
+    """A group or defaults dict without fastadam's storage keys, which must be at their
+    defaults."""
+    for k, v in STORAGE_KEYS.items():
+        assert d.get(k, v) == v, (k, d[k])
+    return {k: v for k, v in d.items() if k not in STORAGE_KEYS}

@@ -30,6 +30,7 @@ torch = pytest.importorskip("torch")
 
 import fastadam  # noqa: E402
 import fastadam.torch as ft  # noqa: E402
+from conftest import STORAGE_KEYS, torch_keys  # noqa: E402
 import optimizers as registry  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -39,17 +40,6 @@ from torch import nn  # noqa: E402
 # the other tests here (groups, skipped grads, closures, state moves) stay below 1.5e-6 and
 # 5.3e-15. The tolerances leave a margin of 4x (float32; 30x for seed 0) and 20x (float64).
 PARITY_TOL = {torch.float32: 5e-5, torch.float64: 1e-13}
-# The group keys fastadam.torch adds to torch.optim's (how 16-bit params are rounded), with
-# their defaults: a torch.optim checkpoint lacks them, and torch.optim keeps them.
-STORAGE_KEYS = {"rounding": "nearest", "seed": 0}
-
-
-def torch_keys(d):
-    """A group or defaults dict without fastadam's storage keys, which must be at their
-    defaults."""
-    for k, v in STORAGE_KEYS.items():
-        assert d.get(k, v) == v, (k, d[k])
-    return {k: v for k, v in d.items() if k not in STORAGE_KEYS}
 STEPS = 150
 DTYPES = (torch.float32, torch.float64)
 
