@@ -587,7 +587,8 @@ def _traffic(reads: List[np.ndarray], writes: List[np.ndarray], n: int) -> int:
 
 def make_half_case(mode: str, n: int, rng: np.random.Generator, with_torch: bool) -> dict:
     """One 16-bit row: ``fns`` (fastadam, probe and the comparisons, by label; see
-    HALF_AGAINST) and ``bytes``, the traffic per element of fastadam's step."""
+    HALF_AGAINST), ``bytes``, the traffic per element of fastadam's step, and ``arrays``,
+    its (param, grad, exp_avg, exp_avg_sq, param_copy or None)."""
     f32 = np.dtype(np.float32)
     half = np.dtype(np.float16) if mode == "fp16" else _bfloat16()
     pdt, gdt, sdt = {"bf16": (half,) * 3, "fp16": (half,) * 3,
@@ -612,7 +613,7 @@ def make_half_case(mode: str, n: int, rng: np.random.Generator, with_torch: bool
         fns["fastadam float32"] = lambda: fastadam.adam_(p32, g32, m32, v32, step=10)
     elif with_torch and torch is not None:
         fns.update(_torch_half(mode, p, g, copy))
-    return {"fns": fns, "bytes": _traffic(reads, writes, n)}
+    return {"fns": fns, "bytes": _traffic(reads, writes, n), "arrays": (p, g, m, v, copy)}
 
 
 def _torch_half(mode: str, p, g, copy) -> Dict[str, Callable[[], object]]:
@@ -642,6 +643,45 @@ def _torch_half(mode: str, p, g, copy) -> Dict[str, Callable[[], object]]:
             [q], [tg], [m], [v], [], steps, lr=1e-3, beta1=0.9, beta2=0.999,
             weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
     return fns
+
+
+def make_half_profile(mode: str, n: int, rng: np.random.Generator) -> dict:
+    """The parts of a 16-bit step, to say where its time goes: the step; the float32
+    kernel alone (the same optimizer on float32 arrays: its arithmetic, in cache at small
+    ``n``); the converter alone (the probe through the block converter on the mode's
+    dtypes: widening, narrowing and the traffic, trivial arithmetic); the pure probe."""
+    case = make_half_case(mode, n, rng, with_torch=False)
+    p, g, m, v, copy = case["arrays"]
+    f32 = [a.astype(np.float32) for a in (p, g, m, v)]
+    fast = getattr(fastadam, f"{HALF_OPT[mode]}_")
+    conv_kw = dict(param_copy=copy) if copy is not None else {}
+    return {"step": case["fns"]["fastadam"], "float32 kernel": lambda: fast(*f32, step=10),
+            "converter": lambda: _core.roofline_(p, g, m, v, **conv_kw),
+            "probe": case["fns"]["probe"]}
+
+
+def run_half_profile(args, out) -> None:
+    """ns per element of each 16-bit step's parts (make_half_profile), in L2 and in memory."""
+    big = max([n for n in (args.half_sizes or args.sizes) if n >= 1_000_000], default=None)
+    sizes = [32_768] + ([big] if big else [])
+    out("")
+    out("16-bit storage, where the time goes (ns per element; float32 kernel: the same step "
+        "on float32 arrays; converter: the probe through the block converter on the mode's "
+        "dtypes; probe: the same streams without conversion):")
+    rng = np.random.default_rng(6)
+    for mode in HALF_MODES:
+        for n in sizes:
+            fns = make_half_profile(mode, n, rng)
+            for k in _thread_counts():
+                restore = _at_threads(k, False)
+                try:
+                    t = side_by_side(fns, args.repeats, args.target)
+                finally:
+                    restore()
+                out(f"  {mode:<8} thr {k} n={n:>10}  " + "  ".join(
+                    f"{name} {1e9 * sec / n:6.3f}" for name, sec in t.items()))
+            del fns
+            gc.collect()
 
 
 def _thread_counts() -> List[int]:
@@ -707,6 +747,7 @@ def run_half(args, out) -> None:
                 out(half_row(mode, n, k, t, case["bytes"]))
             del case
             gc.collect()
+    run_half_profile(args, out)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -139,8 +139,9 @@ def test_16bit_section_rows(capsys, restore_settings):
     titles = next(i for i in range(start, len(lines)) if lines[i].startswith("mode"))
     assert lines[titles].split() == ["mode", "opt", "thr", "n", "B/el", "fastadam", "GB/s",
                                      "%roof", "probe"]
+    end = lines.index("", titles)
     rows = {}
-    for line in lines[titles + 1:]:
+    for line in lines[titles + 1:end]:
         m = HALF_ROW.match(line)
         assert m, f"not a 16-bit row: {line!r}"
         mode, opt, threads, n, per_el = m.groups()
@@ -168,6 +169,19 @@ def test_16bit_section_rows(capsys, restore_settings):
     assert set(rows) == {(mode, k, n) for mode in bench.HALF_MODES for k in (1, 2)
                          for n in (1000, 3000)}
 
+    # where the time goes: one line per mode and thread count at 32768 elements (no size
+    # of 1e6 or more was asked for), each part's ns per element
+    assert lines[end + 1].startswith("16-bit storage, where the time goes")
+    parts = {}
+    for line in lines[end + 2:]:
+        m = re.fullmatch(r"  (\w+)\s+thr (\d) n=\s*(\d+)  step\s+([\d.]+)  float32 kernel"
+                         r"\s+([\d.]+)  converter\s+([\d.]+)  probe\s+([\d.]+)", line)
+        assert m, line
+        for x in m.groups()[3:]:
+            positive(x)
+        parts[m.group(1), int(m.group(2)), int(m.group(3))] = line
+    assert set(parts) == {(mode, k, 32768) for mode in bench.HALF_MODES for k in (1, 2)}
+
 
 @pytest.mark.parametrize("mode", ["bf16", "fp16", "offload", "states"])
 def test_16bit_case_traffic_and_probe(mode):
@@ -181,8 +195,12 @@ def test_16bit_case_traffic_and_probe(mode):
     assert {"fastadam", "probe"} <= set(fns)
     assert ("fastadam float32" in fns) == (mode == "states")
     step = fns["fastadam"]
-    cells = step.__closure__
-    arrays = [c.cell_contents for c in cells if isinstance(c.cell_contents, np.ndarray)]
+    p, g, m, v, copy = case["arrays"]
+    assert (copy is not None) == (mode == "offload")
+    arrays = [a for a in (p, g, m, v, copy) if a is not None]
+    # read p, g, m, v; write p, m, v and the copy
+    assert sum(a.nbytes for a in arrays) + p.nbytes + m.nbytes + v.nbytes == \
+        HALF_BYTES[mode] * n
     before = [a.copy() for a in arrays]
     fns["probe"]()
     assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(arrays, before))
