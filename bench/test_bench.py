@@ -270,13 +270,16 @@ def test_transformer(measure, transformer_case, impl):
 # ---------------------------------------------------------------------- 16-bit storage
 
 HALF_SIZES = (1_000, 100_000, 1_000_000) + ((10_000_000,) if LARGE else ())
-HALF_IMPLS = ("probe", "fastadam", "torch", "torch._fused_adam_", "fastadam float32")
+HALF_IMPLS = ("probe", "fastadam", "torch", "torch._fused_adam_", "torch grad.float()",
+              "fastadam float32")
 
 
 def _half_has(mode, impl):
     """The report's columns per 16-bit mode (fastadam.bench.make_half_case)."""
     if impl == "fastadam float32":
         return mode == "states"
+    if impl == "torch grad.float()":
+        return mode == "offload"
     if impl.startswith("torch"):
         return mode != "states" and (impl == "torch" or mode in ("bf16", "fp16"))
     return True

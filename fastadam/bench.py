@@ -559,7 +559,8 @@ HALF_OPT = {"bf16": "adam", "fp16": "adam", "offload": "adamw", "states": "adam"
 HALF_AGAINST = {
     "bf16": "torch.optim.Adam(fused=True) on bfloat16 tensors, and torch._fused_adam_",
     "fp16": "torch.optim.Adam(fused=True) on float16 tensors, and torch._fused_adam_",
-    "offload": "torch: p32.grad.copy_(g16), AdamW(fused=True) step, p16.copy_(p32)",
+    "offload": "torch: p32.grad.copy_(g16), AdamW(fused=True) step, p16.copy_(p32); and "
+               "with p32.grad = g16.float()",
     "states": "fastadam's float32 step (float32 moments)",
 }
 HALF_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
@@ -629,7 +630,12 @@ def _torch_half(mode: str, p, g, copy) -> Dict[str, Callable[[], object]]:
             p32.grad.copy_(g16)     # grad.float(), into a kept buffer (no allocation)
             opt.step()
             p16.copy_(p32)          # the 16-bit model's param = param.to(bfloat16)
-        return {"torch": sequence}
+
+        def allocating():           # the same with a new float32 grad every step
+            p32.grad = g16.float()
+            opt.step()
+            p16.copy_(p32)
+        return {"torch": sequence, "torch grad.float()": allocating}
     tp, tg = _torch_view(p.copy()), _torch_view(g.copy())
     tp.grad = tg
     opt = torch.optim.Adam([tp], fused=True)
