@@ -13,6 +13,9 @@ slows all of them alike. Columns:
 - ``x ref`` / ``x tuned`` / ``x torch``: how many times faster fastadam is than the readable
   NumPy reference, than tuned NumPy (in-place ufuncs with ``out=``), and than torch.optim's
   fused CPU kernel (when torch is installed; same thread count).
+
+The 16-bit section (``--only 16-bit``; see HALF_MODES) has its own columns: bytes read and
+written per element, and %roof against the probe over the same streams in the same dtypes.
 """
 
 from __future__ import annotations
