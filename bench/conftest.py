@@ -127,7 +127,7 @@ def measure(benchmark):
 # ------------------------------------------------------------------------ reporting hooks
 
 _ORDER = {"sgd": 0, "rmsprop": 1, "adam": 2, "adamw": 3, "per-call": 4, "many-tensors": 5,
-          "threads": 6}
+          "threads": 6, "16-bit": 7}
 
 
 def _group_key(name: Optional[str]):

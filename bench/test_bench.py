@@ -18,8 +18,9 @@ pytest.importorskip("pytest_benchmark")
 import fastadam  # noqa: E402  (bench/conftest.py has chosen which one)
 from fastadam import _core, _registry, _tuned, reference  # noqa: E402
 from fastadam.bench import (  # noqa: E402
-    OPTIMIZERS, STREAMS, TRANSFORMER, TUNED, _arrays, _torch_optimizer, make_case,
-    make_guarded_case, make_transformer_case, transformer_shapes,
+    HALF_MODES, HALF_OPT, OPTIMIZERS, STREAMS, TRANSFORMER, TUNED, _arrays,
+    _torch_optimizer, make_case, make_guarded_case, make_half_case, make_transformer_case,
+    transformer_shapes,
 )
 
 from .conftest import LARGE, torch  # noqa: E402
@@ -264,3 +265,53 @@ def test_transformer(measure, transformer_case, impl):
     total = sum(int(np.prod(s)) for s in shapes)
     measure(fn, f"transformer float32 {len(shapes)} tensors {total / 1e6:.1f}M", impl,
             nbytes=STREAMS["adam"] * total * 4, tensors=len(shapes), params=total)
+
+
+# ---------------------------------------------------------------------- 16-bit storage
+
+HALF_SIZES = (1_000, 100_000, 1_000_000) + ((10_000_000,) if LARGE else ())
+HALF_IMPLS = ("probe", "fastadam", "torch", "torch._fused_adam_", "torch grad.float()",
+              "fastadam float32")
+
+
+def _half_has(mode, impl):
+    """The report's columns per 16-bit mode (fastadam.bench.make_half_case)."""
+    if impl == "fastadam float32":
+        return mode == "states"
+    if impl == "torch grad.float()":
+        return mode == "offload"
+    if impl.startswith("torch"):
+        return mode != "states" and (impl == "torch" or mode in ("bf16", "fp16"))
+    return True
+
+
+_HALF_CASE: dict = {}
+
+
+def _half_case(mode, n):
+    if (mode, n) not in _HALF_CASE:
+        _HALF_CASE.clear()
+        gc.collect()
+        _HALF_CASE[(mode, n)] = make_half_case(mode, n, np.random.default_rng(5),
+                                               with_torch=torch is not None)
+    return _HALF_CASE[(mode, n)]
+
+
+HALF_ROWS = [pytest.param(mode, n, impl, id=f"{mode}-{n}-{impl}")
+             for mode in HALF_MODES for n in HALF_SIZES for impl in HALF_IMPLS
+             if _half_has(mode, impl)]
+
+
+@pytest.mark.parametrize("mode, n, impl", HALF_ROWS)
+def test_half(measure, mode, n, impl):
+    """A 16-bit storage step (fastadam.bench.HALF_MODES: all-bfloat16, all-float16, the
+    offload step with a bfloat16 grad and param_copy, bfloat16 states), its same-streams
+    probe and what it is compared with; group = (mode, size). All at the same bytes per
+    element, so %roof in the summary is the probe's time over fastadam's."""
+    _needs_torch(impl)
+    case = _half_case(mode, n)
+    fn = case["fns"].get(impl)
+    if fn is None:
+        pytest.skip(f"this torch has no {impl}")
+    measure(fn, f"16-bit {mode} {HALF_OPT[mode]} n={n}", impl, nbytes=case["bytes"] * n,
+            mode=mode, n=n, bytes_per_element=case["bytes"])

@@ -463,13 +463,21 @@ OPTIMIZERS = (
     Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
+        # Its 16-bit layouts stand for the mixed-dtype steps (fastadam/kernels/probe.pxi).
         "roofline", "probe",
-        states=(State("exp_avg"), State("exp_avg_sq")),
+        hyper=(Hyper("half_states", False, "flag"), Hyper("offload", False, "flag")),
+        states=(State("exp_avg"), State("exp_avg_sq"), State("copy_words", "offload")),
         min_per_thread=(1 << 15, 1 << 14),
         doc="""The bandwidth probe: Adam's memory traffic with trivial arithmetic,
     ``param += grad``, ``exp_avg += grad``, ``exp_avg_sq += grad`` (reads all four arrays,
     writes three), compiled like the kernels. Benchmarks divide by its time; the values it
-    leaves are meaningless."""),
+    leaves are meaningless.
+
+    The mixed-dtype steps' traffic, as 16-bit words moved without conversion over the first
+    ``2*n`` bytes of an array: ``half_states`` makes exp_avg and exp_avg_sq 16-bit words
+    (float32 params with 16-bit states); ``offload`` reads grad as 16-bit words and writes
+    ``copy_words`` (16-bit words, not read), as a float32 step with a 16-bit grad and a
+    16-bit ``param_copy``. All-16-bit steps are the plain probe over ``n/2`` elements."""),
 )
 
 

@@ -13,6 +13,9 @@ slows all of them alike. Columns:
 - ``x ref`` / ``x tuned`` / ``x torch``: how many times faster fastadam is than the readable
   NumPy reference, than tuned NumPy (in-place ufuncs with ``out=``), and than torch.optim's
   fused CPU kernel (when torch is installed; same thread count).
+
+The 16-bit section (``--only 16-bit``; see HALF_MODES) has its own columns: bytes read and
+written per element, and %roof against the probe over the same streams in the same dtypes.
 """
 
 from __future__ import annotations
@@ -544,6 +547,218 @@ def run_transformer(args, out) -> None:
     gc.collect()
 
 
+# ---------------------------------------------------------------------------- 16-bit storage
+
+# The 16-bit modes (fastadam/_registry.py: DTYPES, MIXING), each one Adam-family step:
+#   bf16, fp16: param, grad and both moments 16-bit (computed in float32 by the converter);
+#   offload:    float32 param and moments, a bfloat16 grad, a bfloat16 param_copy written
+#               (the master-weight step of mixed-precision training);
+#   states:     float32 param and grad, bfloat16 moments (state_dtype).
+# Each is set against what a user does without fastadam's 16-bit paths (HALF_AGAINST) and
+# against its own roofline: the probe over the same streams, 16-bit ones as 16-bit words
+# (fastadam/kernels/probe.pxi), no conversion.
+HALF_MODES = ("bf16", "fp16", "offload", "states")
+HALF_OPT = {"bf16": "adam", "fp16": "adam", "offload": "adamw", "states": "adam"}
+HALF_AGAINST = {
+    "bf16": "torch.optim.Adam(fused=True) on bfloat16 tensors, and torch._fused_adam_",
+    "fp16": "torch.optim.Adam(fused=True) on float16 tensors, and torch._fused_adam_",
+    "offload": "torch: p32.grad.copy_(g16), AdamW(fused=True) step, p16.copy_(p32); and "
+               "with p32.grad = g16.float()",
+    "states": "fastadam's float32 step (float32 moments)",
+}
+HALF_SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+HALF_QUICK_SIZES = (1_000, 10_000, 100_000, 1_000_000)
+OVER_ROOF = 105     # % of the roofline above which a figure is a measurement fault
+
+
+def _bfloat16():
+    import ml_dtypes            # fastadam's bfloat16 arrays are ml_dtypes.bfloat16
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _torch_view(a: np.ndarray):
+    """A torch tensor sharing ``a``'s memory, bfloat16 included (torch.from_numpy has no
+    ml_dtypes)."""
+    if a.dtype == np.float32 or a.dtype == np.float16:
+        return torch.from_numpy(a)
+    return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+
+
+def _traffic(reads: List[np.ndarray], writes: List[np.ndarray], n: int) -> int:
+    """Bytes per element a step moves: each array read once, each output written once."""
+    return sum(a.nbytes for a in reads + writes) // n
+
+
+def make_half_case(mode: str, n: int, rng: np.random.Generator, with_torch: bool) -> dict:
+    """One 16-bit row: ``fns`` (fastadam, probe and the comparisons, by label; see
+    HALF_AGAINST), ``bytes``, the traffic per element of fastadam's step, and ``arrays``,
+    its (param, grad, exp_avg, exp_avg_sq, param_copy or None)."""
+    f32 = np.dtype(np.float32)
+    half = np.dtype(np.float16) if mode == "fp16" else _bfloat16()
+    pdt, gdt, sdt = {"bf16": (half,) * 3, "fp16": (half,) * 3,
+                     "offload": (f32, half, f32), "states": (f32, f32, half)}[mode]
+    x = rng.standard_normal((4, n), dtype=np.float32)
+    p, g = x[0].astype(pdt), x[1].astype(gdt)
+    m, v = (x[2] * 1e-3).astype(sdt), np.abs(x[3] * 1e-3).astype(sdt)
+    copy = x[0].astype(half) if mode == "offload" else None
+    fast = getattr(fastadam, f"{HALF_OPT[mode]}_")
+    kw = dict(step=10, param_copy=copy) if copy is not None else dict(step=10)
+    fns: Dict[str, Callable[[], object]] = {"fastadam": lambda: fast(p, g, m, v, **kw)}
+    reads, writes = [p, g, m, v], [p, m, v] + ([copy] if copy is not None else [])
+    # the probe: float32 arrays at least as big as the step's (16-bit ones are read as
+    # 16-bit words over their first 2n bytes); all-16-bit steps: the plain probe over n/2
+    size = (n + 1) // 2 if mode in ("bf16", "fp16") else n
+    q = rng.standard_normal((5, size), dtype=np.float32)
+    probe_kw = {"states": dict(half_states=True),
+                "offload": dict(offload=True, copy_words=q[4])}.get(mode, {})
+    fns["probe"] = lambda: _core.roofline_(q[0], q[1], q[2], q[3], **probe_kw)
+    if mode == "states":
+        p32, g32, m32, v32 = (a.astype(np.float32) for a in (p, g, m, v))
+        fns["fastadam float32"] = lambda: fastadam.adam_(p32, g32, m32, v32, step=10)
+    elif with_torch and torch is not None:
+        fns.update(_torch_half(mode, p, g, copy))
+    return {"fns": fns, "bytes": _traffic(reads, writes, n), "arrays": (p, g, m, v, copy)}
+
+
+def _torch_half(mode: str, p, g, copy) -> Dict[str, Callable[[], object]]:
+    """torch's steps for a 16-bit row, each on its own copy of the params and states."""
+    if mode == "offload":
+        p32 = torch.from_numpy(p.copy())
+        g16, p16 = _torch_view(g.copy()), _torch_view(copy.copy())
+        p32.grad = torch.empty_like(p32)
+        opt = torch.optim.AdamW([p32], fused=True)
+        opt.step()
+
+        def sequence():
+            p32.grad.copy_(g16)     # grad.float(), into a kept buffer (no allocation)
+            opt.step()
+            p16.copy_(p32)          # the 16-bit model's param = param.to(bfloat16)
+
+        def allocating():           # the same with a new float32 grad every step
+            p32.grad = g16.float()
+            opt.step()
+            p16.copy_(p32)
+        return {"torch": sequence, "torch grad.float()": allocating}
+    tp, tg = _torch_view(p.copy()), _torch_view(g.copy())
+    tp.grad = tg
+    opt = torch.optim.Adam([tp], fused=True)
+    opt.step()
+    fns: Dict[str, Callable[[], object]] = {"torch": opt.step}
+    fused = getattr(torch, "_fused_adam_", None)
+    if fused is not None:
+        q, m, v = tp.detach().clone(), torch.zeros_like(tp), torch.zeros_like(tp)
+        steps = [torch.tensor(10.0)]
+        fns["torch._fused_adam_"] = lambda: fused(
+            [q], [tg], [m], [v], [], steps, lr=1e-3, beta1=0.9, beta2=0.999,
+            weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+    return fns
+
+
+def make_half_profile(mode: str, n: int, rng: np.random.Generator) -> dict:
+    """The parts of a 16-bit step, to say where its time goes: the step; the float32
+    kernel alone (the same optimizer on float32 arrays: its arithmetic, in cache at small
+    ``n``); the converter alone (the probe through the block converter on the mode's
+    dtypes: widening, narrowing and the traffic, trivial arithmetic); the pure probe."""
+    case = make_half_case(mode, n, rng, with_torch=False)
+    p, g, m, v, copy = case["arrays"]
+    f32 = [a.astype(np.float32) for a in (p, g, m, v)]
+    fast = getattr(fastadam, f"{HALF_OPT[mode]}_")
+    conv_kw = dict(param_copy=copy) if copy is not None else {}
+    return {"step": case["fns"]["fastadam"], "float32 kernel": lambda: fast(*f32, step=10),
+            "converter": lambda: _core.roofline_(p, g, m, v, **conv_kw),
+            "probe": case["fns"]["probe"]}
+
+
+def run_half_profile(args, out) -> None:
+    """ns per element of each 16-bit step's parts (make_half_profile), in L2 and in memory."""
+    big = max([n for n in (args.half_sizes or args.sizes) if n >= 1_000_000], default=None)
+    sizes = [32_768] + ([big] if big else [])
+    out("")
+    out("16-bit storage, where the time goes (ns per element; float32 kernel: the same step "
+        "on float32 arrays; converter: the probe through the block converter on the mode's "
+        "dtypes; probe: the same streams without conversion):")
+    rng = np.random.default_rng(6)
+    for mode in HALF_MODES:
+        for n in sizes:
+            fns = make_half_profile(mode, n, rng)
+            for k in _thread_counts():
+                restore = _at_threads(k, False)
+                try:
+                    t = side_by_side(fns, args.repeats, args.target)
+                finally:
+                    restore()
+                out(f"  {mode:<8} thr {k} n={n:>10}  " + "  ".join(
+                    f"{name} {1e9 * sec / n:6.3f}" for name, sec in t.items()))
+            del fns
+            gc.collect()
+
+
+def _thread_counts() -> List[int]:
+    nthreads = _core.get_num_threads()
+    return [1, nthreads] if nthreads > 1 else [1]
+
+
+def _at_threads(k: int, with_torch: bool):
+    """Set fastadam's (and torch's) thread count to ``k``; returns the restoring call."""
+    old = fastadam.set_num_threads(k)
+    old_torch = torch.get_num_threads() if with_torch else None
+    if with_torch:
+        torch.set_num_threads(k)
+
+    def restore():
+        fastadam.set_num_threads(old)
+        if old_torch is not None:
+            torch.set_num_threads(old_torch)
+    return restore
+
+
+def half_row(mode: str, n: int, threads: int, t: Dict[str, float], nbytes: int) -> str:
+    """One printed row of the 16-bit section from the medians ``t``."""
+    gbs = nbytes * n / t["fastadam"] / 1e9
+    roof = 100 * t["probe"] / t["fastadam"]
+    flag = "!" if roof > OVER_ROOF else " "
+    row = (f"{mode:<8} {HALF_OPT[mode]:<6} {threads:>3} {n:>10} {nbytes:>4} "
+           f"{_fmt_us(t['fastadam'])} {_fmt_gbs(gbs)} {roof:5.0f}%{flag}"
+           f"{_fmt_us(t['probe'])}")
+    for k, v in t.items():
+        if k not in ("fastadam", "probe"):
+            row += f" | {k} {_fmt_us(v).strip()} ({v / t['fastadam']:.2f}x)"
+    return row
+
+
+def run_half(args, out) -> None:
+    """Adam-family steps on 16-bit storage, 1 thread and all, against torch and the
+    same-traffic probe."""
+    with_torch = not args.no_torch
+    sizes = [n for n in (args.half_sizes or args.sizes) if n >= 1_000]
+    if not sizes:
+        return
+    out("")
+    out("16-bit storage (µs; B/el: bytes read and written per element; %roof: of the probe "
+        "with the same streams, ! above "
+        f"{OVER_ROOF}%: a measurement fault; | comparison µs (its time over fastadam's)):")
+    for mode in HALF_MODES:
+        if mode in HALF_AGAINST and (with_torch or mode == "states"):
+            out(f"  {mode}: against {HALF_AGAINST[mode]}")
+    out(f"{'mode':<8} {'opt':<6} {'thr':>3} {'n':>10} {'B/el':>4} {'fastadam':>10} "
+        f"{'GB/s':>7} {'%roof':>6} {'probe':>10}")
+    rng = np.random.default_rng(5)
+    for mode in HALF_MODES:
+        for n in sizes:
+            case = make_half_case(mode, n, rng, with_torch)
+            for k in _thread_counts():
+                restore = _at_threads(k, with_torch)
+                try:
+                    repeats = args.repeats if n < 10_000_000 else max(3, args.repeats // 2)
+                    t = side_by_side(case["fns"], repeats, args.target)
+                finally:
+                    restore()
+                out(half_row(mode, n, k, t, case["bytes"]))
+            del case
+            gc.collect()
+    run_half_profile(args, out)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m fastadam.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -559,9 +774,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--no-torch", action="store_true", help="leave torch out even if present")
     ap.add_argument("--skip-small", action="store_true",
                     help="skip the per-call and many-tensor sections")
-    ap.add_argument("--only", choices=("transformer", "gradient-policy"),
+    ap.add_argument("--only", choices=("transformer", "gradient-policy", "16-bit"),
                     help="run only this section (transformer: the transformer-shaped "
-                         "parameter list; gradient-policy: the pre-pass's cost)")
+                         "parameter list; gradient-policy: the pre-pass's cost; 16-bit: "
+                         "the 16-bit storage modes)")
+    ap.add_argument("--half-sizes", nargs="+", type=lambda s: int(float(s)),
+                    help="sizes of the 16-bit section (default: 1e3 to 1e7; quick: to 1e6; "
+                         "--sizes when given)")
+    ap.add_argument("--skip-16bit", action="store_true", help="skip the 16-bit section")
     ap.add_argument("--plot", metavar="FILE.png",
                     help="also draw the table as a figure (speedup against size; needs "
                          "matplotlib): see fastadam/_plot.py")
@@ -574,6 +794,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             _plot.require_matplotlib()
         except ImportError as e:
             ap.error(str(e))
+    if args.sizes is None and args.half_sizes is None:
+        args.half_sizes = HALF_QUICK_SIZES if args.quick else HALF_SIZES
     args.sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     args.repeats = args.repeats or (5 if args.quick else 7)
     args.target = 0.004 if args.quick else 0.015
@@ -599,8 +821,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         for line in header(args):
             out(line)
         if args.only:
-            {"transformer": run_transformer, "gradient-policy": run_guarded}[args.only](
-                args, out)
+            {"transformer": run_transformer, "gradient-policy": run_guarded,
+             "16-bit": run_half}[args.only](args, out)
             return
         out("")
         run_table(args, out)
@@ -610,6 +832,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             run_transformer(args, out)
         run_guarded(args, out)
         run_threads(args, out)
+        if not args.skip_16bit:
+            run_half(args, out)
         if args.plot:
             _plot.plot_report(printed, args.plot)
             print(f"\nplot: wrote {args.plot}", flush=True)

@@ -124,3 +124,105 @@ def test_threads_option_is_reported(capsys, restore_settings):
     lines = run(capsys, "--sizes", "16", "--optimizers", "sgd", "--skip-small",
                 "--threads", "1")
     assert header_fields(lines)[2] == 1
+
+
+HALF_ROW = re.compile(r"^(bf16|fp16|offload|states)\s+(adamw?)\s+(\d+)\s+(\d+)\s+(\d+)\s")
+# Bytes read and written per element: all-16-bit Adam 2*(2+2) for p, m, v + 2 for g; the
+# offload step 4*2 for each of p, m, v + 2 (grad) + 2 (param_copy); float32 p and g with
+# 16-bit moments 4*2 + 4 + 2*2*2.
+HALF_BYTES = {"bf16": 14, "fp16": 14, "offload": 28, "states": 20}
+
+
+def test_16bit_section_rows(capsys, restore_settings):
+    lines = run(capsys, "--only", "16-bit", "--half-sizes", "1000", "3000", "--threads", "2")
+    start = next(i for i, line in enumerate(lines) if line.startswith("16-bit storage"))
+    titles = next(i for i in range(start, len(lines)) if lines[i].startswith("mode"))
+    assert lines[titles].split() == ["mode", "opt", "thr", "n", "B/el", "fastadam", "GB/s",
+                                     "%roof", "probe"]
+    end = lines.index("", titles)
+    rows = {}
+    for line in lines[titles + 1:end]:
+        m = HALF_ROW.match(line)
+        assert m, f"not a 16-bit row: {line!r}"
+        mode, opt, threads, n, per_el = m.groups()
+        key = (mode, int(threads), int(n))
+        assert key not in rows, f"duplicate row {key}"
+        assert opt == bench.HALF_OPT[mode]
+        assert int(per_el) == HALF_BYTES[mode], line
+        head, *comparisons = line.split(" | ")
+        f = head.split()
+        assert len(f) == 9, line
+        positive(f[5])                                   # fastadam µs
+        positive(f[6])                                   # GB/s
+        assert re.fullmatch(r"\d+%!?", f[7]), line       # % of the same-streams probe
+        positive(f[8])                                   # probe µs
+        labels = []
+        for c in comparisons:
+            cm = re.fullmatch(r"(.+) ([\d.]+) \(([\d.]+)x\)", c)
+            assert cm, c
+            positive(cm.group(2))
+            positive(cm.group(3))
+            labels.append(cm.group(1))
+        # --no-torch: only the states mode has a comparison, fastadam's float32 step
+        assert labels == (["fastadam float32"] if mode == "states" else []), line
+        rows[key] = line
+    assert set(rows) == {(mode, k, n) for mode in bench.HALF_MODES for k in (1, 2)
+                         for n in (1000, 3000)}
+
+    # where the time goes: one line per mode and thread count at 32768 elements (no size
+    # of 1e6 or more was asked for), each part's ns per element
+    assert lines[end + 1].startswith("16-bit storage, where the time goes")
+    parts = {}
+    for line in lines[end + 2:]:
+        m = re.fullmatch(r"  (\w+)\s+thr (\d) n=\s*(\d+)  step\s+([\d.]+)  float32 kernel"
+                         r"\s+([\d.]+)  converter\s+([\d.]+)  probe\s+([\d.]+)", line)
+        assert m, line
+        for x in m.groups()[3:]:
+            positive(x)
+        parts[m.group(1), int(m.group(2)), int(m.group(3))] = line
+    assert set(parts) == {(mode, k, 32768) for mode in bench.HALF_MODES for k in (1, 2)}
+
+
+@pytest.mark.parametrize("mode", ["bf16", "fp16", "offload", "states"])
+def test_16bit_case_traffic_and_probe(mode):
+    """The 16-bit case's traffic is the mode's; its probe touches the same bytes (16-bit
+    streams as 16-bit words over the first half of float32 arrays) and leaves the step's
+    arrays alone."""
+    n = 1001
+    case = bench.make_half_case(mode, n, np.random.default_rng(0), with_torch=False)
+    assert case["bytes"] == HALF_BYTES[mode]
+    fns = case["fns"]
+    assert {"fastadam", "probe"} <= set(fns)
+    assert ("fastadam float32" in fns) == (mode == "states")
+    step = fns["fastadam"]
+    p, g, m, v, copy = case["arrays"]
+    assert (copy is not None) == (mode == "offload")
+    arrays = [a for a in (p, g, m, v, copy) if a is not None]
+    # read p, g, m, v; write p, m, v and the copy
+    assert sum(a.nbytes for a in arrays) + p.nbytes + m.nbytes + v.nbytes == \
+        HALF_BYTES[mode] * n
+    before = [a.copy() for a in arrays]
+    fns["probe"]()
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(arrays, before))
+    step()
+    assert any(not np.array_equal(a, b) for a, b in zip(arrays, before))
+
+
+def test_probe_16bit_layouts_move_16bit_words():
+    """roofline_'s 16-bit layouts: offload copies the grad's first n 16-bit words to
+    copy_words and adds 1 to p, m, v; half_states adds the grad's low word to the first n
+    words of the moments; nothing past the first 2n bytes moves."""
+    n = 10
+    p, g, m, v, c = (np.arange(n, dtype=np.float32) + k for k in range(5))
+    g0, c0 = g.copy(), c.copy()
+    from fastadam import _core
+    _core.roofline_(p, g, m, v, offload=True, copy_words=c)
+    assert np.array_equal(c.view(np.uint16)[:n], g0.view(np.uint16)[:n])
+    assert np.array_equal(c.view(np.uint16)[n:], c0.view(np.uint16)[n:])
+    assert np.array_equal(p, np.arange(n, dtype=np.float32) + 1)
+    assert np.array_equal(g, g0)
+    m0 = m.copy()
+    _core.roofline_(p, g, m, v, half_states=True)
+    words = m0.view(np.uint16)[:n] + g0.astype(np.uint16)
+    assert np.array_equal(m.view(np.uint16)[:n], words)
+    assert np.array_equal(m.view(np.uint16)[n:], m0.view(np.uint16)[n:])
