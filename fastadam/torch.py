@@ -635,6 +635,9 @@ class _Optimizer(_TorchOptimizer):
                     where = _where(group, gi, j)
                     if self._has_step:
                         _step_value(st, where)
+                    for name in self._scalar_names:     # NAdam's mu_product, ASGD's eta, mu
+                        if name in st:
+                            _scalar_value(st[name], f"state {name!r} of {where}")
                     master = st.get(MASTER) if p.dtype in _HALF else None
                     if master is not None:
                         _check_master(master, f"state {MASTER!r} of {where}", p)
