@@ -576,6 +576,8 @@ def _initial_value(name: str, x: Any) -> float:
         raise TypeError(f"Invalid {name}: expected a real number, got {type(x).__name__}")
     try:
         v = float(x)
+    except OverflowError:       # an int beyond float's range (10**400)
+        raise ValueError(f"Invalid {name}: {x!r} (too large)") from None
     except (TypeError, ValueError):
         raise TypeError(f"Invalid {name}: expected a real number, got {x!r}") from None
     if not (np.isfinite(v) and v >= 0.0):

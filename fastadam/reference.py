@@ -90,7 +90,7 @@ def _storage(rule):
         states = dict(zip(positional, arrays))       # the scalar states follow: kept as is
         states.update((n, kw[n]) for n in keyword if kw.get(n) is not None)
         _check_storage(param, grad, states, param_copy, rounding, seed)
-        wide = {n: _WIDEN[a.dtype.name](a.view(np.uint16)).reshape(a.shape)
+        wide = {n: np.asarray(_WIDEN[a.dtype.name](a.view(np.uint16))).reshape(a.shape)
                 for n, a in {"param": param, "grad": grad, **states}.items()
                 if a.dtype.name in _WIDEN}
         args = [wide.get(n, a) for n, a in zip(positional, arrays)] + \

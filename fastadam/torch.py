@@ -506,10 +506,15 @@ class _Optimizer(_TorchOptimizer):
         cls._has_step = entry.torch_step                # whether torch keeps state['step']
         cls._by_step = entry.step is not None           # whether the update depends on it
         cls._setdefaults = entry.torch_setdefaults      # what torch's __setstate__ fills in
+        # the pair hyperparameters (betas, etas, ...): a list given is kept as a tuple
+        cls._pairs = tuple(h.name for h in entry.hyper if h.kind.endswith("_pair"))
 
     def __init__(self, params, defaults: Dict[str, Any]):
         self._entries: Dict[int, _Entry] = {}
         defaults = dict(defaults)
+        for name in self._pairs:
+            if isinstance(defaults.get(name), list):
+                defaults[name] = tuple(defaults[name])
         # The state's layout: fixed for the optimizer (kept by pickling, see __getstate__),
         # not group keys. rounding and seed are group keys, so a state_dict carries them.
         self.master_weights = _flag(defaults.pop("master_weights", False), "master_weights")
@@ -630,6 +635,9 @@ class _Optimizer(_TorchOptimizer):
                     where = _where(group, gi, j)
                     if self._has_step:
                         _step_value(st, where)
+                    for name in self._scalar_names:     # NAdam's mu_product, ASGD's eta, mu
+                        if name in st:
+                            _scalar_value(st[name], f"state {name!r} of {where}")
                     master = st.get(MASTER) if p.dtype in _HALF else None
                     if master is not None:
                         _check_master(master, f"state {MASTER!r} of {where}", p)
@@ -803,8 +811,6 @@ class Adam(_Optimizer):
                  capturable: bool = False, differentiable: bool = False,
                  fused: Optional[bool] = None, decoupled_weight_decay: bool = False,
                  **storage: Any):
-        if isinstance(betas, list):
-            betas = tuple(betas)
         super().__init__(params, _storage(dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
             maximize=maximize, foreach=foreach, capturable=capturable,
@@ -907,8 +913,6 @@ class Lion(_Optimizer):
     def __init__(self, params, lr: float = 1e-4, betas: Tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0, *, maximize: bool = False,
                  **storage: Any):
-        if isinstance(betas, list):
-            betas = tuple(betas)
         super().__init__(params, _storage(dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize), storage))
 
@@ -937,8 +941,6 @@ class NAdam(_Optimizer):
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False,
                  **storage: Any):
-        if isinstance(betas, list):
-            betas = tuple(betas)
         super().__init__(params, _storage(dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
             momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
@@ -1045,8 +1047,6 @@ class Adamax(_Optimizer):
                  foreach: Optional[bool] = None, *, maximize: bool = False,
                  differentiable: bool = False, capturable: bool = False,
                  **storage: Any):
-        if isinstance(betas, list):
-            betas = tuple(betas)
         super().__init__(params, _storage(dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
             maximize=maximize, differentiable=differentiable, capturable=capturable), storage))
@@ -1101,8 +1101,6 @@ class RAdam(_Optimizer):
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False,
                  **storage: Any):
-        if isinstance(betas, list):
-            betas = tuple(betas)
         super().__init__(params, _storage(dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
             foreach=foreach, capturable=capturable,

@@ -384,6 +384,26 @@ def test_load_state_dict_checks_before_it_keeps_anything():
     assert float(opt.state[m[0].weight]["step"]) == 2
 
 
+@pytest.mark.parametrize("name", [info.torch_name for info in registry.TORCH_OPTIMIZERS
+                                  if info.scalar_names])
+def test_load_state_dict_checks_the_scalar_states(name):
+    # NAdam's mu_product, ASGD's eta and mu: a number or a one-element tensor, checked at
+    # load as the step count is, and nothing kept from a refused state dict.
+    m = make_model(torch.float32)
+    opt = getattr(ft, name)(m.parameters())
+    x, y = next(batches(torch.float32, 0, 1))
+    train_step(m, opt, x, y)
+    good = copy.deepcopy(opt.state_dict())
+    scalar = next(k for k in good["state"][0] if k in ("mu_product", "eta", "mu"))
+    for value in ("a string", torch.zeros(3), None):
+        bad = copy.deepcopy(good)
+        bad["state"][0][scalar] = value
+        with pytest.raises(ValueError, match=rf"Invalid state '{scalar}' of param_groups"):
+            opt.load_state_dict(bad)
+        assert_state_dict_equal(opt.state_dict(), good)
+    train_step(m, opt, x, y)                   # still usable
+
+
 # ------------------------------------------------------------------------- zero copy
 
 def test_updates_in_place_through_zero_copy_views():
