@@ -204,3 +204,17 @@ def torch_keys(d):
     for k, v in STORAGE_KEYS.items():
         assert d.get(k, v) == v, (k, d[k])
     return {k: v for k, v in d.items() if k not in STORAGE_KEYS}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For a module's tiny torch models: one torch thread. (On a busy machine torch's
+    OpenMP threads, which spin at each parallel region's barrier, made those tests 10-20x
+    slower.)"""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -44,16 +44,7 @@ STEPS = 150
 DTYPES = (torch.float32, torch.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The models are tiny: one torch thread. (On a busy machine torch's OpenMP threads,
-    which spin at each parallel region's barrier, made these tests 10-20x slower.)"""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(dtype, seed=0):

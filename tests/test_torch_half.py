@@ -34,14 +34,7 @@ SHAPES = ((0,), (1,), (7,), (1031,), (3, 5))
 AGREEMENT = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ulps(a, b):
@@ -313,6 +306,21 @@ def checkpoint(opt):
     return torch.load(buf)
 
 
+def run_and_resume(opt_a, opt_b, fresh, a, b, grads, at):
+    """Step ``opt_a`` (over params ``a``) and ``opt_b`` (over ``b``) with the same grads; at
+    step ``at`` replace ``opt_b`` by ``fresh()`` loaded with its checkpoint. Returns both."""
+    for t, gs in enumerate(grads):
+        if t == at:
+            sd = checkpoint(opt_b)
+            opt_b = fresh()
+            opt_b.load_state_dict(sd)
+        for p, q, gr in zip(a, b, gs):
+            p.grad, q.grad = gr, gr.clone()
+        opt_a.step()
+        opt_b.step()
+    return opt_a, opt_b
+
+
 MOVE_BOUND = {"Adam": 4, "AdamW": 4, "Adagrad": 48, "SGD": 100}
 
 
@@ -399,17 +407,10 @@ def test_stochastic_rounding_resumes_identically(name, kw, dtype):
     a = half_tensors(dtype, shapes, seed=7)
     b = [p.clone() for p in a]
     kw = dict(kw, rounding="stochastic", seed=12345)
-    opt_a = getattr(ft, name)(a, **kw)
-    opt_b = getattr(ft, name)(b, **kw)
-    for t, gs in enumerate(grads):
-        if t == 5:
-            sd = checkpoint(opt_b)
-            opt_b = getattr(ft, name)(b, **dict(kw, seed=0))    # the groups bring the seed
-            opt_b.load_state_dict(sd)
-        for p, q, gr in zip(a, b, gs):
-            p.grad, q.grad = gr, gr.clone()
-        opt_a.step()
-        opt_b.step()
+    cls = getattr(ft, name)
+    # the fresh optimizer has another seed: the groups of the checkpoint bring it
+    run_and_resume(cls(a, **kw), cls(b, **kw), lambda: cls(b, **dict(kw, seed=0)), a, b,
+                   grads, at=5)
     for p, q in zip(a, b):
         assert torch.equal(p.view(torch.int16), q.view(torch.int16))
     # and it is stochastic: another seed, other bits
@@ -620,17 +621,9 @@ def test_resume_from_a_checkpoint_is_exact(info, master):
     kw = dict(hyper_of(info), master_weights=master)
     a = half_tensors(torch.bfloat16, SHAPES, seed=11)
     b = [p.clone() for p in a]
-    opt_a = getattr(ft, info.torch_name)(a, **kw)
-    opt_b = getattr(ft, info.torch_name)(b, **kw)
-    for t, gs in enumerate(half_grads(torch.bfloat16, SHAPES, steps=6, seed=11)):
-        if t == 3:
-            sd = checkpoint(opt_b)
-            opt_b = getattr(ft, info.torch_name)(b, **kw)
-            opt_b.load_state_dict(sd)
-        for p, q, gr in zip(a, b, gs):
-            p.grad, q.grad = gr, gr.clone()
-        opt_a.step()
-        opt_b.step()
+    cls = getattr(ft, info.torch_name)
+    opt_a, opt_b = run_and_resume(cls(a, **kw), cls(b, **kw), lambda: cls(b, **kw), a, b,
+                                  half_grads(torch.bfloat16, SHAPES, steps=6, seed=11), at=3)
     for p, q in zip(a, b):
         assert torch.equal(p, q)
         for k, v in opt_a.state[p].items():
