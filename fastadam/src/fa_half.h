@@ -163,7 +163,9 @@ static FA_INLINE uint16_t fa_f16_sr_bits(uint32_t b, uint32_t r) {
      * Round up iff r / 2^32 < frac, i.e. r < thr = ceil(fr * 2^(32 - s)). */
     uint32_t e = a >> 23;
     uint32_t m = (a & 0x7fffffu) | (e ? 0x800000u : 0u);
-    uint32_t s = 126u - (e ? e : 1u);      /* 14 .. 125 (float32 subnormals: 125) */
+    /* 14 .. 125 (float32 subnormals: 125); e is clamped so that the lanes outside this
+       range, whose result the select below drops, shift by less than 32 too */
+    uint32_t s = 126u - fa_min_u32(e ? e : 1u, 112u);
     uint32_t sc = fa_min_u32(s, 31u);      /* m < 2^24, so a shift by 31 leaves 0 */
     uint32_t t = m >> sc;
     uint32_t fr = m & ((1u << sc) - 1u);
