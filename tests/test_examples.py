@@ -290,7 +290,7 @@ def test_digits_script_reaches_095():
 
 # -------------------------------------------------------------- train_mlp_digits_bf16.py
 
-def test_digits_bf16_master_weights_match_float32_and_stochastic_rounding_helps():
+def test_digits_bf16_script_master_weights_match_float32_and_stochastic_rounding_helps():
     pytest.importorskip("sklearn", reason="train_mlp_digits_bf16.py needs scikit-learn: "
                         "pip install 'fastadam[examples]'")
     out = _run("train_mlp_digits_bf16")     # the full default run (15 epochs, seconds)
