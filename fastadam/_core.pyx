@@ -17,6 +17,8 @@ from libc.string cimport memcmp
 
 from fastadam._kernels cimport *
 
+from fastadam.quant import QuantizedState as _QuantizedState, bucket_table as _bucket_table
+
 cnp.import_array()
 
 include "_dispatch.pxi"

@@ -182,23 +182,30 @@ cdef struct Job:
     const Seg* segs
     Py_ssize_t nseg
     Py_ssize_t per_part     # elements per part (the last part may have fewer)
+    Py_ssize_t unit         # each segment counts as a multiple of this many elements
+
+
+cdef inline Py_ssize_t _padded(Py_ssize_t n, Py_ssize_t unit) noexcept nogil:
+    return (n + unit - 1) // unit * unit
 
 
 cdef void _run_part(void* ctx, int part, int nparts) noexcept nogil:
-    # Run elements [lo, hi) of the concatenation of all segments.
+    # Run elements [lo, hi) of the concatenation of all segments, each padded to a multiple
+    # of ``unit``: through the converter, every part of a segment then starts at a multiple
+    # of Q8_BLOCK (the converter's block, and the 8-bit states').
     cdef const Job* job = <const Job*>ctx
     cdef Py_ssize_t lo = part * job.per_part, hi = lo + job.per_part
     cdef Py_ssize_t start = 0, i, a, b, n
     for i in range(job.nseg):
         n = job.segs[i].n
-        if start + n > lo:
+        if start + _padded(n, job.unit) > lo:
             a = lo - start if lo > start else 0
             b = hi - start if hi - start < n else n
             if a < b and job.convert != NULL:
                 job.convert(job.fn, job.consts, job.grad_mul, &job.segs[i], a, b)
             elif a < b:
                 job.fn(job.consts, job.grad_mul, &job.segs[i], a, b)
-        start += n
+        start += _padded(n, job.unit)
         if start >= hi:
             break
 
@@ -239,8 +246,14 @@ cdef void _run(int kernel, int cls, const void* consts, double grad_mul, const S
     job.grad_mul = grad_mul
     job.segs = segs
     job.nseg = nseg
-    job.per_part = (total + nparts - 1) // nparts
-    job.per_part = (job.per_part + CHUNK_ALIGN - 1) // CHUNK_ALIGN * CHUNK_ALIGN
+    job.unit = 1
+    if cls == CONVERT:
+        job.unit = Q8_BLOCK
+        total = 0
+        for i in range(nseg):
+            total += _padded(segs[i].n, Q8_BLOCK)
+    job.per_part = _padded((total + nparts - 1) // nparts,
+                           Q8_BLOCK if cls == CONVERT else CHUNK_ALIGN)
     fa_pool_run(_run_part, &job, nparts)
 
 

@@ -41,7 +41,10 @@ _HALF_DOC = """
     nearest even when stored; ``param_copy``: for a float32 param, a 16-bit array that
     receives the updated param rounded to nearest, in the same pass; ``rounding``:
     ``"stochastic"`` rounds a 16-bit param unbiasedly with random bits keyed by ``seed``
-    and the step (docs/user-guide.md, "16-bit params").
+    and the step (docs/user-guide.md, "16-bit params"). A state given as a
+    :class:`fastadam.quant.QuantizedState` is 8-bit (uint8 codes, an absmax per block of 256):
+    dequantized, stepped in float32 and requantized to the nearest code in the same pass
+    (all states of the tensor 8-bit; docs/user-guide.md, "8-bit states").
     """
 
 
@@ -83,6 +86,7 @@ def context(reg, reg_dir=HERE):
         raise ValueError("DTYPES: the compute dtypes must come first (the table's index)")
     mixing = {role: [[int(b in reg["MIXING"][a][role]) for b in names] for a in names]
               for role in ("grad", "state", "copy")}
+    state8 = [int(reg["MIXING"][a]["state8"]) for a in names]
     kernels, entries = [], []
     first = reg["kernels"]()
     for i, (kname, opt) in enumerate(first.items()):
@@ -134,7 +138,8 @@ def context(reg, reg_dir=HERE):
         if set(order) != want or len(order) != len(want):
             raise ValueError(f"{opt.name}: order must list {sorted(want)}")
         defaults = {h.name: repr(h.default) for h in offered}
-        sig, stub = list(positional), [f"{n}: _Float" for n in positional]
+        sig = list(positional)
+        stub = [f"{n}: {'_Float' if n in ('param', 'grad') else '_State'}" for n in positional]
         if order:
             sig.append("*")
             stub.append("*")
@@ -149,7 +154,7 @@ def context(reg, reg_dir=HERE):
                 stub.append(f"{n}: {_STUB[kinds_of[n]]} = ...")
             else:
                 sig.append(f"{n}=None")
-                stub.append(f"{n}: Optional[_Float] = ...")
+                stub.append(f"{n}: Optional[_State] = ...")
         # Every functional: the 16-bit options (fastadam/_validate.pxi _rounding).
         if not order:
             sig.append("*")
@@ -169,7 +174,8 @@ def context(reg, reg_dir=HERE):
             required=" | ".join(f"({r})" for r in req), step_expr=step_expr,
             step_key=step_expr,
             grad_mul=("-1.0 if h.maximize else 1.0" if "maximize" in names else "1.0")))
-    return dict(dtypes=dtypes, computes=computes, mixing=mixing, kernels=kernels,
+    return dict(dtypes=dtypes, computes=computes, mixing=mixing, state8=state8,
+                kernels=kernels,
                 entries=entries, max_states=reg["MAX_STATES"], max_scalars=reg["MAX_SCALARS"],
                 dtype_names=" or ".join(d.name for d in dtypes),
                 roundings=tuple(reg["ROUNDINGS"]))

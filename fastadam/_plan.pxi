@@ -91,7 +91,7 @@ cdef class Plan:
         self.rsegs = <Seg*>malloc(max(n, 1) * sizeof(Seg))
         self.slot = <Py_ssize_t*>malloc(max(n, 1) * sizeof(Py_ssize_t))
         self.cls = <int*>malloc(max(n, 1) * sizeof(int))
-        self.written = <Range*>malloc(max((2 + self.nstates) * n, 1) * sizeof(Range))
+        self.written = <Range*>malloc(max((2 + 2 * self.nstates) * n, 1) * sizeof(Range))
         # (a fixed stride, so that the per-step re-check loops a constant count)
         self.arrays = <PyObject**>malloc(max(ROW * n, 1) * sizeof(PyObject*))
         if (self.segs == NULL or self.rsegs == NULL or self.slot == NULL or self.cls == NULL
@@ -137,6 +137,8 @@ cdef class Plan:
             self.arrays[ROW * i] = <PyObject*>params[i]
             for k in range(MAX_STATES):
                 x = states[i][k] if k < self.nstates else None
+                if type(x) is _QuantizedState:
+                    x = (<tuple>x)[0]       # its codes (_recheck_q8 checks the rest)
                 self.arrays[ROW * i + 1 + k] = <PyObject*>x if x is not None else NULL
             x = copies[i]
             self.arrays[ROW * i + 1 + MAX_STATES] = <PyObject*>x if x is not None else NULL
@@ -168,9 +170,13 @@ cdef class Plan:
             s = &self.segs[self.slot[i]]
             if s.n == 0:
                 continue
-            for k in range(2 + self.nstates):
-                ptr = <char*>(s.p if k == 0 else s.copy if k == 1 else s.s[k - 2])
-                nbytes = _nbytes_of(s, s.pdt if k == 0 else s.cdt if k == 1 else s.sdt)
+            for k in range(2 + 2 * self.nstates):
+                if k < 2 + self.nstates:
+                    ptr = <char*>(s.p if k == 0 else s.copy if k == 1 else s.s[k - 2])
+                    nbytes = _nbytes_of(s, s.pdt if k == 0 else s.cdt if k == 1 else s.sdt)
+                else:       # an 8-bit state's absmax
+                    ptr = <char*>s.absmax[k - 2 - self.nstates]
+                    nbytes = _absmax_nbytes(s)
                 if ptr != NULL:
                     self.written[m].lo = ptr
                     self.written[m].hi = ptr + nbytes
@@ -201,7 +207,7 @@ cdef class Plan:
         # A param or state may have been changed in place since the plan was made: its
         # dtype reassigned, made read-only, resized. Then this step must not run.
         cdef Seg* s = &self.segs[self.slot[i]]
-        cdef int k, npy_type
+        cdef int k, d, npy_type
         cdef PyObject** row = self.arrays + ROW * i
         cdef PyObject* obj
         cdef void* ptrs[ROW]
@@ -213,7 +219,8 @@ cdef class Plan:
             obj = row[k]
             if obj == NULL:
                 continue
-            npy_type = _NPY_TYPES[s.pdt if k == 0 else s.cdt if k == ROW - 1 else s.sdt]
+            d = s.pdt if k == 0 else s.cdt if k == ROW - 1 else s.sdt
+            npy_type = cnp.NPY_UINT8 if d == Q8 else _NPY_TYPES[d]
             if (cnp.PyArray_DATA(<cnp.ndarray>obj) != ptrs[k]
                     or cnp.PyArray_TYPE(<cnp.ndarray>obj) != npy_type
                     or cnp.PyArray_SIZE(<cnp.ndarray>obj) != s.n
@@ -224,6 +231,29 @@ cdef class Plan:
                     f"state {self.state_names[k - 1]!r} of {self.param_names[i]}"
                 raise ValueError(f"Invalid {what}: its dtype, size, layout, memory or "
                                  f"writability changed since the optimizer was built")
+        if s.sdt == Q8:
+            for k in range(self.nstates):
+                if s.s[k] != NULL:
+                    self._recheck_q8(i, k)
+        return 0
+
+    cdef int _recheck_q8(self, Py_ssize_t i, int k) except -1:
+        # The QuantizedState is a tuple, so its arrays are the ones checked at build; their
+        # absmax may have been resized, their map changed in place.
+        cdef Seg* s = &self.segs[self.slot[i]]
+        cdef cnp.ndarray absmax = <cnp.ndarray>self.states[i][k][1]
+        cdef cnp.ndarray qmap = <cnp.ndarray>self.states[i][k][2]
+        if (cnp.PyArray_DATA(absmax) != <void*>s.absmax[k]
+                or cnp.PyArray_TYPE(absmax) != cnp.NPY_FLOAT32
+                or cnp.PyArray_NBYTES(absmax) != _absmax_nbytes(s)
+                or not cnp.PyArray_ISWRITEABLE(absmax)
+                or not cnp.PyArray_CHKFLAGS(absmax, cnp.NPY_ARRAY_C_CONTIGUOUS)
+                or cnp.PyArray_TYPE(qmap) != cnp.NPY_FLOAT32 or cnp.PyArray_SIZE(qmap) != 256
+                or not cnp.PyArray_CHKFLAGS(qmap, cnp.NPY_ARRAY_C_CONTIGUOUS)
+                or memcmp(cnp.PyArray_DATA(qmap), s.qmap[k], 256 * sizeof(float)) != 0):
+            raise ValueError(f"Invalid state {self.state_names[k]!r} of "
+                             f"{self.param_names[i]}: its absmax or qmap changed since the "
+                             f"optimizer was built")
         return 0
 
     cdef int _bind(self, object grads, const Py_ssize_t* run_of) except -1:

@@ -39,12 +39,18 @@ HALF_DTYPES = tuple(name for name, _, _, compute in DTYPES if name != compute)
 #   grad: 16-bit params take float32 grads too; float32 params (master weights) 16-bit ones.
 #   state: float32 params may keep 16-bit states.
 #   copy: a float32 param may have a 16-bit ``param_copy`` that receives it rounded.
+#   state8: whether its states may be 8-bit (block-wise, fastadam/quant.py): the kernels
+#   then compute in float32, so not for float64 params.
 MIXING = {
     "float32": dict(grad=("float32",) + HALF_DTYPES, state=("float32",) + HALF_DTYPES,
-                    copy=HALF_DTYPES),
-    "float64": dict(grad=("float64",), state=("float64",), copy=()),
-    **{h: dict(grad=(h, "float32"), state=(h,), copy=()) for h in HALF_DTYPES},
+                    copy=HALF_DTYPES, state8=True),
+    "float64": dict(grad=("float64",), state=("float64",), copy=(), state8=False),
+    **{h: dict(grad=(h, "float32"), state=(h,), copy=(), state8=True) for h in HALF_DTYPES},
 }
+# 8-bit states (``state_bits=8`` on the classes): the bits a state may have, and the
+# classes' default size below which a tensor keeps 32-bit states (bitsandbytes' 4096).
+STATE_BITS = (32, 8)
+MIN_8BIT_SIZE = 4096
 # How a 16-bit param is rounded when it is stored: "nearest" (even), or "stochastic"
 # (unbiased, from a counter-based generator keyed by a seed, the step, the tensor and the
 # element index: the same bits at any thread count, on every SIMD path, after a resume).
@@ -83,6 +89,10 @@ class State(NamedTuple):
     when: Optional[str] = None
     # The value a class fills it with: a number, or the name of a hyperparameter.
     init: Any = 0.0
+    # The map of its 8-bit form (fastadam/quant.py): "signed", or "unsigned" for a
+    # second moment that is never negative (bitsandbytes' choice for Adam's exp_avg_sq; its
+    # one-state optimizers, RMSprop and Adagrad too, use the signed map).
+    qmap: str = "signed"
 
 
 class Scalar(NamedTuple):
@@ -138,7 +148,8 @@ _ADAM_HYPER = (
     Hyper("bias_correction", True, "flag"),
     Hyper("decoupled_weight_decay", False, "flag"),
 )
-_ADAM_STATES = (State("exp_avg"), State("exp_avg_sq"), State("max_exp_avg_sq", "amsgrad"))
+_ADAM_STATES = (State("exp_avg"), State("exp_avg_sq", qmap="unsigned"),
+                State("max_exp_avg_sq", "amsgrad", qmap="unsigned"))
 _ADAM_ORDER = ("step", "lr", "betas", "eps", "weight_decay", "amsgrad", "max_exp_avg_sq",
                "maximize", "bias_correction", "decoupled_weight_decay")
 _ADAM_SETDEFAULTS = dict(amsgrad=False, maximize=False, foreach=None, capturable=False,
@@ -298,7 +309,7 @@ OPTIMIZERS = (
             Hyper("weight_decay", 0.0, "nonneg"),
             Hyper("maximize", False, "flag"),
         ),
-        states=(State("exp_avg"), State("exp_inf")),
+        states=(State("exp_avg"), State("exp_inf", qmap="unsigned")),
         step=REQUIRED,
         order=("step", "lr", "betas", "eps", "weight_decay", "maximize"),
         classes="Adamax",
@@ -324,7 +335,7 @@ OPTIMIZERS = (
             Hyper("weight_decay", 0.0, "nonneg"),
             Hyper("maximize", False, "flag"),
         ),
-        states=(State("square_avg"), State("acc_delta")),
+        states=(State("square_avg", qmap="unsigned"), State("acc_delta", qmap="unsigned")),
         classes="Adadelta",
         torch_setdefaults=dict(foreach=None, maximize=False, differentiable=False,
                                capturable=False),
@@ -348,7 +359,7 @@ OPTIMIZERS = (
             Hyper("decoupled_weight_decay", False, "flag"),
             Hyper("maximize", False, "flag"),
         ),
-        states=(State("exp_avg"), State("exp_avg_sq")),
+        states=(State("exp_avg"), State("exp_avg_sq", qmap="unsigned")),
         step=REQUIRED,
         order=("step", "lr", "betas", "eps", "weight_decay", "decoupled_weight_decay",
                "maximize"),
@@ -408,7 +419,7 @@ OPTIMIZERS = (
             Hyper("decoupled_weight_decay", False, "flag"),
             Hyper("maximize", False, "flag"),
         ),
-        states=(State("exp_avg"), State("exp_avg_sq")),
+        states=(State("exp_avg"), State("exp_avg_sq", qmap="unsigned")),
         scalars=(Scalar("mu_product", init=1.0),),
         step=REQUIRED,
         order=("step", "lr", "betas", "eps", "weight_decay", "momentum_decay",

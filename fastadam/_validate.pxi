@@ -146,10 +146,66 @@ cdef enum:
     REQ_STATE = 2
 
 
+cdef int _check_aux(object obj, str name, int npy_type, str dtype_name, cnp.ndarray param,
+                    Py_ssize_t size, bint writable) except -1:
+    """One array of an 8-bit state: ``npy_type`` (``dtype_name``), C-contiguous and aligned,
+    writable if ``writable``, and the shape of ``param`` or, when it is None, 1-d of
+    ``size`` elements."""
+    cdef cnp.ndarray a
+    if not cnp.PyArray_Check(obj):
+        raise TypeError(f"Invalid {name}: expected a numpy.ndarray, got {type(obj).__name__}")
+    a = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(a) != npy_type or not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"Invalid {name} dtype: expected {dtype_name}, got {a.dtype.str} "
+                        f"({a.dtype})")
+    if not cnp.PyArray_CHKFLAGS(a, cnp.NPY_ARRAY_C_CONTIGUOUS) or not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"Invalid {name}: not C-contiguous and aligned (a copy would not be "
+                         f"updated in place)")
+    if writable and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"Invalid {name}: read-only, but it is updated in place")
+    if param is not None:
+        if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(param) or (
+                cnp.PyArray_NDIM(a) > 0
+                and memcmp(cnp.PyArray_DIMS(a), cnp.PyArray_DIMS(param),
+                           cnp.PyArray_NDIM(a) * sizeof(cnp.npy_intp)) != 0):
+            raise ValueError(f"Invalid {name} shape: expected {_shape(param)} (the param's), "
+                             f"got {_shape(a)}")
+    elif cnp.PyArray_NDIM(a) != 1 or cnp.PyArray_SIZE(a) != size:
+        raise ValueError(f"Invalid {name} shape: expected ({size},), got {_shape(a)}")
+    return 0
+
+
+cdef int _check_q8(Seg* s, int k, object state, str name, cnp.ndarray p, int pdt) except -1:
+    """An 8-bit state (a fastadam.quant.QuantizedState) of param ``p``: point state ``k``
+    of ``s`` at its codes, absmax, map and the map's bucket table."""
+    cdef Py_ssize_t nb = (cnp.PyArray_SIZE(p) + Q8_BLOCK - 1) // Q8_BLOCK
+    if not _STATE8_OK[pdt]:
+        raise TypeError(f"Invalid {name}: a {p.dtype} param has no 8-bit states (the kernels "
+                        f"compute them in float32: float32, bfloat16 and float16 params may)")
+    codes, absmax, qmap = <tuple>state
+    _check_aux(codes, name + ".codes", cnp.NPY_UINT8, "uint8", p, 0, True)
+    _check_aux(absmax, name + ".absmax", cnp.NPY_FLOAT32, "float32", None, nb, True)
+    _check_aux(qmap, name + ".qmap", cnp.NPY_FLOAT32, "float32", None, 256, False)
+    try:
+        m, table = _bucket_table(qmap)
+    except (TypeError, ValueError) as e:
+        raise type(e)(str(e).replace("Invalid qmap", f"Invalid {name}.qmap", 1)) from None
+    s.s[k] = cnp.PyArray_DATA(<cnp.ndarray>codes)
+    s.absmax[k] = <float*>cnp.PyArray_DATA(<cnp.ndarray>absmax)
+    s.qmap[k] = <const float*>cnp.PyArray_DATA(<cnp.ndarray>m)
+    s.qtable[k] = <const uint32_t*>cnp.PyArray_DATA(<cnp.ndarray>table)
+    return Q8
+
+
+cdef inline str _kind_name(int d):
+    return "8-bit" if d == Q8 else _DTYPE_NAMES[d]
+
+
 cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject** states,
                        int nstates, tuple names, object copy=None) except -1:
     """Validate one tensor's param, grad, ``nstates`` states (NULL: not given; their
-    ``names``) and 16-bit ``copy`` (None: none), and fill ``s``.
+    ``names``; an array, or a QuantizedState for an 8-bit state) and 16-bit ``copy`` (None:
+    none), and fill ``s``.
 
     An array not in ``required`` may be absent (a NULL pointer the kernel's options never
     touch; a plan checks its params and states before any grad exists).
@@ -157,9 +213,9 @@ cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject
     Returns the param's dtype code (F32, ...). Checks every array, then that no two share
     memory. Rounding is nearest (see _rounding).
     """
-    cdef char* data[3 + MAX_STATES]
-    cdef Py_ssize_t nbytes[3 + MAX_STATES]
-    cdef int i, j, n = 3 + nstates, sdt = -1
+    cdef char* data[3 + 2 * MAX_STATES]
+    cdef Py_ssize_t nbytes[3 + 2 * MAX_STATES]
+    cdef int i, j, d, n = 3 + 2 * nstates, sdt = -1
     cdef int pdt = _check_array(param, "param", None, True)
     cdef cnp.ndarray p = <cnp.ndarray>param     # checked just now: no more type tests
     s.pdt = s.gdt = pdt
@@ -167,21 +223,32 @@ cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject
     s.cdt = 255
     s.stochastic = False
     s.key = 0
+    for i in range(MAX_STATES):
+        s.s[i] = NULL
+        s.absmax[i] = NULL
+        s.qmap[i] = NULL
+        s.qtable[i] = NULL
     if grad is not None or required & REQ_GRAD:
         s.gdt = _check_grad(grad, "grad", p, pdt)
     for i in range(nstates):
         if states[i] != NULL or required & (REQ_STATE << i):
-            sdt = _check_state(<object>states[i] if states[i] != NULL else None, names[i], p,
-                               pdt, sdt)
+            x = <object>states[i] if states[i] != NULL else None
+            if type(x) is _QuantizedState:
+                d = _check_q8(s, i, x, names[i], p, pdt)
+            else:
+                d = _check_state(x, names[i], p, pdt, sdt if sdt != Q8 else -1)
+                s.s[i] = cnp.PyArray_DATA(<cnp.ndarray>x)
+            if sdt >= 0 and d != sdt:
+                raise TypeError(f"Invalid {names[i]}: expected an {_kind_name(sdt)} state (the "
+                                f"other states'; a tensor's states are all 8-bit or all one "
+                                f"dtype), got {_kind_name(d)}")
+            sdt = d
     if sdt >= 0:
         s.sdt = sdt
     if copy is not None:
         s.cdt = _check_copy(copy, "param_copy", p, pdt)
     s.p = cnp.PyArray_DATA(p)
     s.g = cnp.PyArray_DATA(grad) if grad is not None else NULL
-    for i in range(MAX_STATES):
-        s.s[i] = cnp.PyArray_DATA(<cnp.ndarray>states[i]) if (
-            i < nstates and states[i] != NULL) else NULL
     s.copy = cnp.PyArray_DATA(copy) if copy is not None else NULL
     s.n = cnp.PyArray_SIZE(p)
     # Every array has the param's shape; their dtypes, so their byte spans, may differ.
@@ -193,12 +260,15 @@ cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject
     nbytes[2] = cnp.PyArray_NBYTES(copy) if copy is not None else 0
     for i in range(nstates):
         data[3 + i] = <char*>s.s[i]
-        nbytes[3 + i] = cnp.PyArray_NBYTES(<cnp.ndarray>states[i]) if states[i] != NULL else 0
+        nbytes[3 + i] = _nbytes_of(s, s.sdt) if s.s[i] != NULL else 0
+        data[3 + nstates + i] = <char*>s.absmax[i]
+        nbytes[3 + nstates + i] = _absmax_nbytes(s) if s.absmax[i] != NULL else 0
     for i in range(n):
         for j in range(i + 1, n):
             if data[i] != NULL and data[j] != NULL and _overlap(data[i], nbytes[i], data[j],
                                                                 nbytes[j]):
-                all_names = ("param", "grad", "param_copy") + names
+                all_names = ("param", "grad", "param_copy") + names + tuple(
+                    f"{x}.absmax" for x in names)
                 raise ValueError(f"Invalid {all_names[j]}: it shares memory with "
                                  f"{all_names[i]}; every array must be a separate buffer")
     return pdt
@@ -206,7 +276,13 @@ cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject
 
 cdef inline Py_ssize_t _nbytes_of(const Seg* s, int dt) noexcept nogil:
     return s.n * (<Py_ssize_t>sizeof(float) if dt == F32 else
-                  <Py_ssize_t>sizeof(double) if dt == F64 else <Py_ssize_t>sizeof(uint16_t))
+                  <Py_ssize_t>sizeof(double) if dt == F64 else
+                  1 if dt == Q8 else <Py_ssize_t>sizeof(uint16_t))
+
+
+cdef inline Py_ssize_t _absmax_nbytes(const Seg* s) noexcept nogil:
+    """The bytes of one 8-bit state's absmax array."""
+    return (s.n + Q8_BLOCK - 1) // Q8_BLOCK * <Py_ssize_t>sizeof(float)
 
 
 cdef extern from "fa_half.h":
@@ -307,7 +383,8 @@ cdef int _scalars_apart(tuple arrays, tuple names, str where, const Seg* s) exce
             _overlap(d, nb, <const char*>s.g, _nbytes_of(s, s.gdt)) or \
             _overlap(d, nb, <const char*>s.copy, _nbytes_of(s, s.cdt))
         for j in range(MAX_STATES):
-            hit = hit or _overlap(d, nb, <const char*>s.s[j], _nbytes_of(s, s.sdt))
+            hit = hit or _overlap(d, nb, <const char*>s.s[j], _nbytes_of(s, s.sdt)) or \
+                _overlap(d, nb, <const char*>s.absmax[j], _absmax_nbytes(s))
         if hit:
             raise ValueError(f"Invalid {where}{names[k]}: it shares memory with the param, "
                              f"grad or a state; every array must be a separate buffer")
