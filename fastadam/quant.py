@@ -200,7 +200,6 @@ def bucket_table(qmap):
     starts = ((np.arange(NBUCKETS, dtype=np.uint32) + np.uint32(BUCKET_LO))
               << np.uint32(BUCKET_SHIFT))
     for side, sign in enumerate((np.uint32(0), _SIGN)):
-        y0 = (starts | sign).view(np.float32)
         pos = (ub & _SIGN) == 0
         if side:
             # |y| grows as y falls: code k+1 holds while y >= u[k], i.e. |y| <= |u[k]|;
