@@ -16,12 +16,15 @@ slows all of them alike. Columns:
 
 The 16-bit section (``--only 16-bit``; see HALF_MODES) has its own columns: bytes read and
 written per element, and %roof against the probe over the same streams in the same dtypes.
+So has the 8-bit section (``--only 8-bit``; see run_8bit): fastadam's float32 and 8-bit
+steps, bitsandbytes' and torchao's 8-bit optimizers, each against the probe of its traffic.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
 import platform
 import statistics
@@ -780,7 +783,7 @@ BNB_CLASSES = {"adam": ("Adam8bit", ("lr", "betas", "eps")),
                "sgd": ("SGD8bit", ("lr", "momentum")),
                "rmsprop": ("RMSprop8bit", ("lr", "alpha", "eps")),
                "adagrad": ("Adagrad8bit", ("lr", "eps"))}
-Q8_BLOCK = 256          # bitsandbytes', torchao's and fastadam's block
+Q8_BLOCK = quant.BLOCK      # fastadam's block (256), bitsandbytes' and torchao's too
 
 
 def load_8bit_libraries(with_torch: bool) -> Dict[str, object]:
@@ -790,7 +793,6 @@ def load_8bit_libraries(with_torch: bool) -> Dict[str, object]:
     found: Dict[str, object] = {}
     for name, module in (("bitsandbytes", "bitsandbytes.optim"), ("torchao", "torchao.optim")):
         try:
-            import importlib
             importlib.import_module(module)
             found[name] = sys.modules[name]
         except Exception as e:      # noqa: BLE001 - any failure to import makes it absent
