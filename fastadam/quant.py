@@ -28,6 +28,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+__all__ = ["QuantizedState", "dynamic_map", "quantize", "dequantize", "nearest_code",
+           "thresholds", "nblocks", "block_absmax", "bucket_table", "table_code",
+           "level_tables", "level_code", "kernel_words"]
+
 BLOCK = 256         # elements per block: one absmax each
 CODES = 256         # entries of a map
 
