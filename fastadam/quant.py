@@ -253,7 +253,7 @@ def nblocks(n):
 
 
 def block_absmax(x):
-    """Each block's largest magnitude, float32 (the largest |bits|: a NaN wins)."""
+    """Each block's largest magnitude, float32 (the largest magnitude bits: a NaN wins)."""
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     n = x.size
     pad = np.zeros(nblocks(n) * BLOCK, dtype=np.uint32)
