@@ -17,7 +17,8 @@ from libc.string cimport memcmp
 
 from fastadam._kernels cimport *
 
-from fastadam.quant import QuantizedState as _QuantizedState, bucket_table as _bucket_table
+from fastadam.quant import (QuantizedState as _QuantizedState, bucket_table as _bucket_table,
+                            kernel_words as _kernel_words)
 
 cnp.import_array()
 

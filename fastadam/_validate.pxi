@@ -188,12 +188,14 @@ cdef int _check_q8(Seg* s, int k, object state, str name, cnp.ndarray p, int pdt
     _check_aux(qmap, name + ".qmap", cnp.NPY_FLOAT32, "float32", None, 256, False)
     try:
         m, table = _bucket_table(qmap)
+        words = _kernel_words(m)
     except (TypeError, ValueError) as e:
         raise type(e)(str(e).replace("Invalid qmap", f"Invalid {name}.qmap", 1)) from None
     s.s[k] = cnp.PyArray_DATA(<cnp.ndarray>codes)
     s.absmax[k] = <float*>cnp.PyArray_DATA(<cnp.ndarray>absmax)
     s.qmap[k] = <const float*>cnp.PyArray_DATA(<cnp.ndarray>m)
     s.qtable[k] = <const uint32_t*>cnp.PyArray_DATA(<cnp.ndarray>table)
+    s.qwords[k] = cnp.PyArray_DATA(<cnp.ndarray>words)
     return Q8
 
 
@@ -228,6 +230,7 @@ cdef int _check_tensor(Seg* s, int required, object param, object grad, PyObject
         s.absmax[i] = NULL
         s.qmap[i] = NULL
         s.qtable[i] = NULL
+        s.qwords[i] = NULL
     if grad is not None or required & REQ_GRAD:
         s.gdt = _check_grad(grad, "grad", p, pdt)
     for i in range(nstates):

@@ -28,6 +28,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+__all__ = ["QuantizedState", "dynamic_map", "quantize", "dequantize", "nearest_code",
+           "thresholds", "nblocks", "block_absmax", "bucket_table", "table_code",
+           "level_tables", "level_code", "kernel_words"]
+
 BLOCK = 256         # elements per block: one absmax each
 CODES = 256         # entries of a map
 
@@ -249,7 +253,7 @@ def nblocks(n):
 
 
 def block_absmax(x):
-    """Each block's largest magnitude, float32 (the largest |bits|: a NaN wins)."""
+    """Each block's largest magnitude, float32 (the largest magnitude bits: a NaN wins)."""
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     n = x.size
     pad = np.zeros(nblocks(n) * BLOCK, dtype=np.uint32)
@@ -310,3 +314,171 @@ class QuantizedState(NamedTuple):
     def copy(self):
         return QuantizedState(self.codes.copy(), self.absmax.copy(), self.qmap.copy())
 
+
+
+# ---------------------------------------------------------------------------- arithmetic codes
+# The AVX-512 kernels find most codes without a table load. A dynamic map's codes are evenly
+# spaced within each decade ("level"); so for |y| within a level, the code on the positive
+# side is ``base + floor(t)`` with ``t = (|y| - a) * invd`` (float32, clamped to the level's
+# codes), the level coming from the binade of |y| (at most one level boundary per binade).
+# The negative side mirrors it: ``max(mirror - code, 0)`` (bitsandbytes' signed map:
+# mirror 254, its negative codes being the positive ones negated, the switches the same or
+# one float below; the unsigned map: mirror 0, every negative y takes code 0). ``t`` lands
+# within ``delta`` of a whole number only near a switch between codes: those lanes, a
+# negative lane one float below a level boundary, and NaN take the bucket table's exact
+# code, so every code equals nearest_code. ``level_tables`` derives all of this from a map
+# and checks it at every switch; a map without that structure gets None (the kernels then
+# take every code from the bucket table).
+
+LEVEL_E0 = 103          # binade 0: |y| < 2**-23 (exponent field 104 is binade 1)
+LEVEL_NB = 32           # binades 0..31: 2**-24 .. beyond 1.0 (clamped)
+LEVEL_MAX = 16          # levels (the zero code, the decades, the top code)
+
+_level_cache = {}
+
+
+def _side_switches(q, u, side):
+    """The magnitudes at which the code changes, walking away from 0 on one side, and the
+    code at each position (position 0: the code nearest 0)."""
+    ub = u.view(np.uint32)
+    zero = int(nearest_code(np.float32(0.0), q))
+    if side == 0:
+        idx = np.arange(zero, CODES - 1)                # switch from idx to idx + 1
+        mags = ub[idx]
+        codes = np.arange(zero, CODES)
+    else:
+        idx = np.arange(zero - 1, -1, -1)               # switch from idx + 1 to idx
+        mags = (ub[idx] & np.uint32(0x7FFFFFFF)) + np.uint32(1)
+        codes = np.arange(zero, -1, -1)
+    keep = (ub[idx] & _SIGN) == (0 if side == 0 else _SIGN)
+    if not np.all(keep):
+        mags, codes = mags[:0], codes[:1]       # (an unsigned map's negative side)
+    return mags.view(np.float32), codes
+
+
+def level_tables(qmap):
+    """The arithmetic-code tables of a map (see above) as a dict of arrays, or None if the
+    map has no level structure the kernels can use. Cached by the map's bits."""
+    q = _check_map(qmap)
+    key = q.tobytes()
+    if key in _level_cache:
+        return _level_cache[key]
+    u = thresholds(q)
+    f32 = np.float32
+    mags, codes = _side_switches(q, u, 0)
+    nmags, ncodes = _side_switches(q, u, 1)
+    mirror = int(codes[0] + ncodes[0])
+    # the negative side must be the mirror: codes mirror - code, switches at the same
+    # magnitude or one float below (a tie goes to the lower code on both sides)
+    k = len(nmags)
+    d = mags[:k].view(np.uint32).astype(np.int64) - nmags.view(np.uint32).astype(np.int64)
+    if (len(ncodes) > 1 and (k > len(mags) or not np.all((d == 0) | (d == 1))
+                             or not np.array_equal(ncodes, mirror - codes[:len(ncodes)]))) \
+            or (len(ncodes) == 1 and ncodes[0] != 0):
+        return _level_cache.setdefault(key, None)
+    if len(ncodes) == 1:
+        mirror = 0
+    values = q[codes].astype(np.float64)
+    decade = np.floor(np.log10(np.maximum(values[1:], 1e-38)) + 1e-6)
+    starts = [0] + [1 + i for i in range(len(decade)) if i == 0 or decade[i] != decade[i - 1]]
+    if len(starts) > LEVEL_MAX:
+        return _level_cache.setdefault(key, None)
+    ends = starts[1:] + [len(codes)]
+    a = np.zeros(LEVEL_MAX, f32)
+    invd = np.zeros(LEVEL_MAX, f32)
+    base = np.zeros(LEVEL_MAX, f32)
+    cnt1 = np.zeros(LEVEL_MAX, f32)
+    worst = 0.0
+    for lev, (s, e) in enumerate(zip(starts, ends)):
+        base[lev], cnt1[lev] = codes[s], e - 1 - s
+        if e - 1 > s:
+            inner = mags[s:e - 1]                      # the switches to offsets 1..cnt1
+            j = np.arange(1, e - s, dtype=np.float64)
+            x = inner.astype(np.float64)
+            # the line through the first and last switch (one switch: the codes' step)
+            slope = (j[-1] - 1) / (x[-1] - x[0]) if len(x) > 1 else \
+                1 / (values[s + 1] - values[s])
+            a[lev], invd[lev] = f32(x[0] - 1 / slope), f32(slope)
+            below = (inner.view(np.uint32) - np.uint32(1)).view(f32)
+            for m in (inner, below, (below.view(np.uint32) - np.uint32(1)).view(f32)):
+                t = (m - a[lev]) * invd[lev]                # float32, as the kernels
+                worst = max(worst, float(np.max(np.abs(t.astype(np.float64) - j))))
+    # binades: the level at each one's start, and the one level entry inside it
+    entry = np.array([0.0] + [mags[s - 1] for s in starts[1:]], f32).view(np.uint32)
+    edges = (np.arange(LEVEL_NB, dtype=np.uint32) + np.uint32(LEVEL_E0)) << np.uint32(23)
+    edges[0] = 0
+    llo = np.zeros(LEVEL_NB, np.int32)
+    bnd = np.full(LEVEL_NB, np.inf, f32)
+    for b in range(LEVEL_NB):
+        lo = edges[b]
+        hi = edges[b + 1] if b + 1 < LEVEL_NB else np.uint32(0x7F800000)
+        llo[b] = int(np.searchsorted(entry, lo, side="right")) - 1
+        inside = entry[(entry > lo) & (entry < hi)]
+        if len(inside) > 1 or (b == 0 and len(inside)):
+            return _level_cache.setdefault(key, None)
+        if len(inside):
+            bnd[b] = inside.view(f32)[0]
+    delta = f32(worst + 1e-4)
+    out = None
+    if delta < 0.25:
+        out = dict(llo=llo, bnd=bnd, a=a, invd=invd, base=base, cnt1=cnt1, delta=delta,
+                   mirror=f32(mirror))
+        for v in out.values():
+            if isinstance(v, np.ndarray):
+                v.flags.writeable = False
+    return _level_cache.setdefault(key, out)
+
+
+def level_code(y, qmap):
+    """The AVX-512 kernels' arithmetic code, in NumPy, with -1 where they defer to the bucket
+    table (for the tests)."""
+    lt = level_tables(qmap)
+    y = np.asarray(y, np.float32)
+    b = y.view(np.uint32)
+    neg = (b >> np.uint32(31)) == 1
+    mb = b & np.uint32(0x7FFFFFFF)
+    m = mb.view(np.float32)
+    e = np.clip((mb >> np.uint32(23)).astype(np.int64) - LEVEL_E0, 0, LEVEL_NB - 1)
+    bnd = lt["bnd"][e]
+    lev = lt["llo"][e] + (m >= bnd)
+    with np.errstate(invalid="ignore"):
+        t = (m - lt["a"][lev]) * lt["invd"][lev]
+        r = np.rint(t)
+        cnt1 = lt["cnt1"][lev]
+        flag = ((np.abs(t - r) <= lt["delta"]) & (r >= 1) & (r <= cnt1)) | np.isnan(t) | (
+            neg & (mb == bnd.view(np.uint32) - np.uint32(1)))
+        off = np.clip(np.floor(t), 0, cnt1)
+        code = lt["base"][lev] + off
+        code = np.where(neg, np.maximum(lt["mirror"] - code, 0), code)
+    return np.where(flag, -1, np.nan_to_num(code)).astype(np.int64)
+
+
+# The per-map words the kernels read (Seg.qwords): the level tables in the layout of
+# src/fa_quant.h's fa_q_words (llo[32] int32, bnd[32], a, invd, base, cnt1 [16 each], delta,
+# mirror and 14 words of padding; llo[0] == -1: no level tables), then the map as four byte
+# planes (byte j of every entry: the AVX-512 loads' byte permutes).
+LEVEL_WORDS = 2 * LEVEL_NB + 4 * LEVEL_MAX + 16
+PLANE_WORDS = 4 * CODES // 4
+
+_words_cache = {}
+
+
+def kernel_words(qmap):
+    """The read-only uint32 array of LEVEL_WORDS + PLANE_WORDS words for a map."""
+    q = _check_map(qmap)
+    key = q.tobytes()
+    hit = _words_cache.get(key)
+    if hit is not None:
+        return hit
+    w = np.zeros(LEVEL_WORDS + PLANE_WORDS, np.uint32)
+    lt = level_tables(q)
+    if lt is None:
+        w[0] = 0xFFFFFFFF
+    else:
+        flat = np.concatenate([lt["llo"].view(np.uint32), lt["bnd"].view(np.uint32)] + [
+            lt[k].view(np.uint32) for k in ("a", "invd", "base", "cnt1")] + [
+            np.array([lt["delta"], lt["mirror"]], np.float32).view(np.uint32)])
+        w[:flat.size] = flat
+    w[LEVEL_WORDS:] = q.view(np.uint8).reshape(CODES, 4).T.copy().view(np.uint32).ravel()
+    w.flags.writeable = False
+    return _words_cache.setdefault(key, w)

@@ -9,58 +9,23 @@ nor the 2^32 loops in time).
 """
 
 import functools
-import platform
-import runpy
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
+from c_builds import FLAG_SETS, ROOT, build
 from conftest import run_python
-from cpu_expect import NEEDS, X86_64_NAMES, cpu_flags
 
 from fastadam import _rounding as R
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "c" / "half_check.c"
-INCLUDE = ROOT / "fastadam" / "src"
-# the kernel modules' own flags (fastadam/_flags.py, read as setup.py reads it)
-FLAGS = runpy.run_path(str(ROOT / "fastadam" / "_flags.py"))
-COMMON = [f for f in FLAGS["COMMON"] if f != "-fno-semantic-interposition"]
-COMPILER = shutil.which("cc") or shutil.which("gcc")
-
-
-def flag_sets():
-    """name -> compiler flags, for the kernel modules' flag sets this CPU can run."""
-    sets = {"baseline": []}
-    if platform.machine().lower() not in X86_64_NAMES:
-        return sets
-    flags = cpu_flags() or set()
-    if set(NEEDS["avx2"]) <= flags:
-        sets["avx2"] = FLAGS["SIMD_TARGETS"]["avx2"]
-        if set(NEEDS["avx512"]) <= flags:
-            sets["avx512"] = FLAGS["SIMD_TARGETS"]["avx512"]
-    return sets
-
-
-FLAG_SETS = flag_sets()
 
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
     """name -> the path of half_check built with that flag set; starts their verify runs."""
-    assert COMPILER, "no C compiler (cc or gcc) on PATH"
-    out = tmp_path_factory.mktemp("half_check")
-    built = {}
-    for name, flags in FLAG_SETS.items():
-        exe = out / f"half_check_{name}"
-        cmd = [COMPILER, *COMMON, *flags, "-I", str(INCLUDE), str(SOURCE), "-o", str(exe),
-               "-lm"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr}"
-        built[name] = exe
+    built = build(SOURCE, tmp_path_factory.mktemp("half_check"))
     # the exhaustive runs take 10-20 s each: two at a time, while the other tests run
     with ThreadPoolExecutor(max_workers=2) as pool:
         _verify_runs.update({name: pool.submit(subprocess.run, [str(exe), "verify"],

@@ -81,10 +81,19 @@ static int fa_cpu_level(void) {
 
 static int fa_cpu_has_avx2(void) { return fa_cpu_level() >= 1; }
 static int fa_cpu_has_avx512(void) { return fa_cpu_level() >= 2; }
+/* AVX512_VBMI (CPUID.(7,0):ECX bit 1) on top of level 2: byte permutes from 128-byte
+   tables, which the AVX-512 path's 8-bit state loads use where present. */
+static int fa_cpu_has_avx512vbmi(void) {
+    unsigned r[4];
+    if (fa_cpu_level() < 2) return 0;
+    fa_cpuid(7, 0, r);
+    return (r[2] & (1u << 1)) != 0;
+}
 
 #else
 static int fa_cpu_has_avx2(void) { return 0; }
 static int fa_cpu_has_avx512(void) { return 0; }
+static int fa_cpu_has_avx512vbmi(void) { return 0; }
 #endif
 
 #endif
