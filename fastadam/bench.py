@@ -789,7 +789,7 @@ Q8_BLOCK = quant.BLOCK      # fastadam's block (256), bitsandbytes' and torchao'
 def load_8bit_libraries(with_torch: bool) -> Dict[str, object]:
     """bitsandbytes and torchao.optim by name: the module, or why it is absent (a str)."""
     if not with_torch:
-        why = "torch is not installed" if torch is None else "--no-torch"
+        why = "torch not used: --no-torch, or not installed"
         return {"bitsandbytes": why, "torchao": why}
     found: Dict[str, object] = {}
     for name, module in (("bitsandbytes", "bitsandbytes.optim"), ("torchao", "torchao.optim")):
