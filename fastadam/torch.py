@@ -22,7 +22,8 @@ params with a gradient, their memory and their state tensors stay the same.
 Supported: dense, contiguous float32, float64, bfloat16 and float16 CPU tensors (the 16-bit
 ones computed in float32 and rounded to nearest even on store, as torch's fused CPU
 kernels; see :class:`_Optimizer` for master weights, 16-bit states and stochastic
-rounding). Sparse gradients, other devices and dtypes, non-contiguous tensors,
+rounding) and, with ``state_bits=8``, 8-bit block-wise states in bitsandbytes' layout (see
+:class:`_Optimizer`). Sparse gradients, other devices and dtypes, non-contiguous tensors,
 ``capturable=True`` and ``differentiable=True`` raise a TypeError or ValueError naming the
 param or option, before anything is written. ``foreach``
 and ``fused`` are accepted and kept (fastadam's step is always one fused multi-tensor call),
@@ -573,6 +574,26 @@ class _Optimizer(_TorchOptimizer):
       resume from a state_dict and any thread count give the same bits (refused with
       master_weights=True). SGD and Lion, which keep no ``state['step']``, count these
       steps in the group's ``'sr_step'``.
+
+    8-bit states (keywords of every class, fixed for the optimizer like master_weights):
+
+    - ``state_bits=32``: with 8, a param of at least ``min_8bit_size`` elements keeps each
+      state as uint8 codes of its shape, one float32 absmax per block of 256 elements and a
+      256-entry float32 map (bitsandbytes' dynamic maps, signed or unsigned per state as the
+      registry's ``State.qmap`` says; one map tensor per kind, shared); the kernels
+      dequantize, step in float32 and requantize to the nearest code in one pass
+      (fastadam.quant). Smaller params keep states of their param's dtype. float64 params
+      of that size are refused; ``state_dtype`` cannot be combined with it.
+    - ``min_8bit_size=4096`` (bitsandbytes' default).
+
+    With ``state_bits=8`` the state follows bitsandbytes' 8-bit optimizers, so checkpoints
+    move between the two: state k of the kernel is ``'state{k+1}'`` (with
+    ``'absmax{k+1}'`` and ``'qmap{k+1}'`` when 8-bit), every optimizer keeps a ``'step'``
+    (SGD and Lion too), and ``state_dict()`` gives the steps as ints, wraps the 8-bit
+    tensors under ``'__bnb_optimizer_quant_state__'`` and adds to each group the keys
+    bitsandbytes reads (SGD's and RMSprop's ``betas``, ...). ``load_state_dict`` takes
+    bitsandbytes' checkpoints and gives their groups this class's keys for the rule
+    bitsandbytes applied (Adam8bit's weight decay is decoupled).
     """
 
     _name: str = ""

@@ -524,9 +524,11 @@ def test_bad_loaded_states():
 # ---------------------------------------------------------------------------- the example
 
 def test_train_torch_8bit_example():
-    """examples/train_torch_8bit.py with a small budget: fastadam's 8-bit AdamW reaches the
-    32-bit run's test accuracy within 3 points and its loss within 0.05 (measured at this
-    budget: see the example's docstring)."""
+    """examples/train_torch_8bit.py with a small budget (8 epochs): fastadam's 8-bit AdamW
+    reaches the 32-bit run's test accuracy within 1.5 points (7 of the 450 test digits) and
+    its test loss within 0.02; bitsandbytes' 8-bit AdamW the same. Measured at this budget,
+    seeds 0-4: both 8-bit runs' accuracy within 0.23 points (1 digit) of the 32-bit run's,
+    their loss within 0.002; at 20 epochs within 0.45 points and 0.0064 (docs/torch.md)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         x for x in (ROOT, os.environ.get("PYTHONPATH")) if x))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples",
@@ -538,9 +540,10 @@ def test_train_torch_8bit_example():
     import json
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     f32, f8 = res["fastadam 32-bit"], res["fastadam 8-bit"]
-    assert f8["accuracy"] >= f32["accuracy"] - 0.03, res
-    assert f8["loss"] <= f32["loss"] + 0.05, res
-    assert res["bitsandbytes 8-bit"]["accuracy"] >= f32["accuracy"] - 0.03, res
+    for kind in ("fastadam 8-bit", "bitsandbytes 8-bit"):
+        assert res[kind]["accuracy"] >= f32["accuracy"] - 0.015, res
+        assert res[kind]["loss"] <= f32["loss"] + 0.02, res
+    assert f8["state_bytes"] < 0.3 * f32["state_bytes"], res
 
 
 if __name__ == "__main__":     # the table in docs/torch.md
