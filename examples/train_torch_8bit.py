@@ -1,5 +1,5 @@
 """Train a torch MLP with 8-bit AdamW states: fastadam.torch against bitsandbytes
-===============================================================================
+==============================================================================
 
 A two-hidden-layer MLP (64-256-256-10, ReLU) on scikit-learn's 8x8 digits (75/25 split,
 pixels / 16), trained three times from the same initial weights on the same mini-batches

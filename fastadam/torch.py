@@ -793,6 +793,7 @@ class _Optimizer(_TorchOptimizer):
                     if not st:
                         continue
                     where = _where(group, gi, j)
+                    self._check_layout(st, where)
                     if self._has_step:
                         _step_value(st, where)
                     for name in self._scalar_names:     # NAdam's mu_product, ASGD's eta, mu
@@ -863,6 +864,20 @@ class _Optimizer(_TorchOptimizer):
             state[k] = v
         groups = [{**g, **self._to_bnb_group(g)} for g in sd["param_groups"]]
         return {"state": state, "param_groups": groups}
+
+    def _check_layout(self, st: Dict[str, Any], where: str) -> None:
+        """A loaded state in the other layout (8-bit names in a 32-bit optimizer, or
+        torch.optim's names with state_bits=8) is refused, naming the option."""
+        own = set(self._state_names)
+        other = set(type(self)._state_names) if self.state_bits == 8 else {
+            _q8_names(k)[0] for k in range(len(own))}
+        found = sorted(str(k) for k in st if k in other - own or k == _BNB_WRAP)
+        if found:
+            want = ("8-bit states (state_bits=8)" if self.state_bits == 32 else
+                    "torch.optim's state names (state_bits=32)")
+            raise ValueError(f"Invalid state of {where}: {', '.join(map(repr, found))} "
+                             f"belong to {want}; this optimizer has state_bits="
+                             f"{self.state_bits}")
 
     def _from_bnb(self, state_dict: Dict[str, Any]) -> Dict[str, Any]:
         """A state dict with bitsandbytes' wrapped 8-bit states unwrapped and its groups

@@ -521,6 +521,20 @@ def test_bad_loaded_states():
     opt.step()
 
 
+def test_layouts_do_not_mix():
+    """A checkpoint of the other layout is refused at load, naming state_bits."""
+    p = [torch.zeros(5000)]
+    p[0].grad = torch.ones(5000)
+    o8, o32 = ft.Adam(p, state_bits=8), ft.Adam([p[0].clone()])
+    o8.step()
+    o32.param_groups[0]["params"][0].grad = torch.ones(5000)
+    o32.step()
+    with pytest.raises(ValueError, match="state_bits"):
+        ft.Adam([p[0].clone()]).load_state_dict(o8.state_dict())
+    with pytest.raises(ValueError, match="state_bits"):
+        ft.Adam([p[0].clone()], state_bits=8).load_state_dict(o32.state_dict())
+
+
 # ---------------------------------------------------------------------------- the example
 
 def test_train_torch_8bit_example():
