@@ -419,6 +419,28 @@ def test_equals_functional_kernels(case, dtype):
                     assert np.array_equal(ft._view(tor[f"state{k + 1}"], "s"), s), (t, nm)
 
 
+@pytest.mark.parametrize("name", ft.__all__)
+def test_every_class_steps_with_8bit_states(name):
+    """Every class runs with state_bits=8 (all its states 8-bit), and five steps move its
+    params as the 32-bit run does: the mean difference below 3% of the mean movement
+    (measured: 0 to 0.92%, SGD the largest)."""
+    cls = getattr(ft, name)
+    kw = dict(momentum=0.9) if name == "SGD" else {}
+    shape = (20, 300)
+    p0 = _params([shape])[0]
+    grads = _grads([shape], 5, 6)
+    runs = []
+    for bits in (32, 8):
+        p = [p0.clone()]
+        runs.append((p[0], _run(cls, dict(kw, state_bits=bits), p, grads)))
+    (a, _), (b, opt) = runs
+    st = opt.state[b]
+    nstates = sum(1 for k in st if k.startswith("state"))
+    assert nstates and all(st[f"state{k}"].dtype == torch.uint8 for k in range(1, nstates + 1))
+    assert torch.isfinite(b).all()
+    assert float((a - b).abs().mean()) <= 0.03 * float((a - p0).abs().mean())
+
+
 def _run(cls, kw, params, grads):
     opt = cls(params, **kw)
     for gs in grads:
