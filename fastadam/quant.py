@@ -319,12 +319,13 @@ class QuantizedState(NamedTuple):
 # ---------------------------------------------------------------------------- arithmetic codes
 # The AVX-512 kernels find most codes without a table load. A dynamic map's codes are evenly
 # spaced within each decade ("level"); so for |y| within a level, the code on the positive
-# side is ``base + floor(t)`` with ``t = (|y| - a) * invd`` (float32, clamped to the level's
-# codes), the level coming from the binade of |y| (at most one level boundary per binade).
+# side is ``base + round(t)`` with ``t = (|y| - a) * invd`` (float32, clamped to the level's
+# codes: the switches are at t = 1/2, 3/2, ...), the level coming from the binade of |y|
+# (at most one level boundary per binade).
 # The negative side mirrors it: ``max(mirror - code, 0)`` (bitsandbytes' signed map:
 # mirror 254, its negative codes being the positive ones negated, the switches the same or
 # one float below; the unsigned map: mirror 0, every negative y takes code 0). ``t`` lands
-# within ``delta`` of a whole number only near a switch between codes: those lanes, a
+# within ``delta`` of a half-integer only near a switch between codes: those lanes, a
 # negative lane one float below a level boundary, and NaN take the bucket table's exact
 # code, so every code equals nearest_code. ``level_tables`` derives all of this from a map
 # and checks it at every switch; a map without that structure gets None (the kernels then
@@ -390,7 +391,8 @@ def level_tables(qmap):
     cnt1 = np.zeros(LEVEL_MAX, f32)
     worst = 0.0
     for lev, (s, e) in enumerate(zip(starts, ends)):
-        base[lev], cnt1[lev] = codes[s], e - 1 - s
+        # (a level of one code: t = 0, and cnt1 = 1 keeps the flag test simple)
+        base[lev], cnt1[lev] = codes[s], max(e - 1 - s, 1)
         if e - 1 > s:
             inner = mags[s:e - 1]                      # the switches to offsets 1..cnt1
             j = np.arange(1, e - s, dtype=np.float64)
@@ -398,11 +400,11 @@ def level_tables(qmap):
             # the line through the first and last switch (one switch: the codes' step)
             slope = (j[-1] - 1) / (x[-1] - x[0]) if len(x) > 1 else \
                 1 / (values[s + 1] - values[s])
-            a[lev], invd[lev] = f32(x[0] - 1 / slope), f32(slope)
+            a[lev], invd[lev] = f32(x[0] - 0.5 / slope), f32(slope)
             below = (inner.view(np.uint32) - np.uint32(1)).view(f32)
             for m in (inner, below, (below.view(np.uint32) - np.uint32(1)).view(f32)):
                 t = (m - a[lev]) * invd[lev]                # float32, as the kernels
-                worst = max(worst, float(np.max(np.abs(t.astype(np.float64) - j))))
+                worst = max(worst, float(np.max(np.abs(t.astype(np.float64) - (j - 0.5)))))
     # binades: the level at each one's start, and the one level entry inside it
     entry = np.array([0.0] + [mags[s - 1] for s in starts[1:]], f32).view(np.uint32)
     edges = (np.arange(LEVEL_NB, dtype=np.uint32) + np.uint32(LEVEL_E0)) << np.uint32(23)
@@ -421,8 +423,9 @@ def level_tables(qmap):
     delta = f32(worst + 1e-4)
     out = None
     if delta < 0.25:
-        out = dict(llo=llo, bnd=bnd, a=a, invd=invd, base=base, cnt1=cnt1, delta=delta,
-                   mirror=f32(mirror))
+        # a lane at least ``bound`` from a whole t is within delta of a switch
+        out = dict(llo=llo, bnd=bnd, a=a, invd=invd, base=base, cnt1=cnt1,
+                   bound=f32(0.5) - delta, mirror=f32(mirror))
         for v in out.values():
             if isinstance(v, np.ndarray):
                 v.flags.writeable = False
@@ -444,17 +447,16 @@ def level_code(y, qmap):
     with np.errstate(invalid="ignore"):
         t = (m - lt["a"][lev]) * lt["invd"][lev]
         r = np.rint(t)
-        cnt1 = lt["cnt1"][lev]
-        flag = ((np.abs(t - r) <= lt["delta"]) & (r >= 1) & (r <= cnt1)) | np.isnan(t) | (
+        flag = ~(np.abs(t - r) < lt["bound"]) | (
             neg & (mb == bnd.view(np.uint32) - np.uint32(1)))
-        off = np.clip(np.floor(t), 0, cnt1)
+        off = np.clip(r, 0, lt["cnt1"][lev])
         code = lt["base"][lev] + off
         code = np.where(neg, np.maximum(lt["mirror"] - code, 0), code)
     return np.where(flag, -1, np.nan_to_num(code)).astype(np.int64)
 
 
 # The per-map words the kernels read (Seg.qwords): the level tables in the layout of
-# src/fa_quant.h's fa_q_words (llo[32] int32, bnd[32], a, invd, base, cnt1 [16 each], delta,
+# src/fa_quant.h's fa_q_words (llo[32] int32, bnd[32], a, invd, base, cnt1 [16 each], bound,
 # mirror and 14 words of padding; llo[0] == -1: no level tables), then the map as four byte
 # planes (byte j of every entry: the AVX-512 loads' byte permutes).
 LEVEL_WORDS = 2 * LEVEL_NB + 4 * LEVEL_MAX + 16
@@ -477,7 +479,7 @@ def kernel_words(qmap):
     else:
         flat = np.concatenate([lt["llo"].view(np.uint32), lt["bnd"].view(np.uint32)] + [
             lt[k].view(np.uint32) for k in ("a", "invd", "base", "cnt1")] + [
-            np.array([lt["delta"], lt["mirror"]], np.float32).view(np.uint32)])
+            np.array([lt["bound"], lt["mirror"]], np.float32).view(np.uint32)])
         w[:flat.size] = flat
     w[LEVEL_WORDS:] = q.view(np.uint8).reshape(CODES, 4).T.copy().view(np.uint32).ravel()
     w.flags.writeable = False

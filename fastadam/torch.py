@@ -22,7 +22,8 @@ params with a gradient, their memory and their state tensors stay the same.
 Supported: dense, contiguous float32, float64, bfloat16 and float16 CPU tensors (the 16-bit
 ones computed in float32 and rounded to nearest even on store, as torch's fused CPU
 kernels; see :class:`_Optimizer` for master weights, 16-bit states and stochastic
-rounding). Sparse gradients, other devices and dtypes, non-contiguous tensors,
+rounding) and, with ``state_bits=8``, 8-bit block-wise states in bitsandbytes' layout (see
+:class:`_Optimizer`). Sparse gradients, other devices and dtypes, non-contiguous tensors,
 ``capturable=True`` and ``differentiable=True`` raise a TypeError or ValueError naming the
 param or option, before anything is written. ``foreach``
 and ``fused`` are accepted and kept (fastadam's step is always one fused multi-tensor call),
@@ -35,6 +36,7 @@ Importing ``fastadam`` does not import torch; this module needs it
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 if __name__ != "fastadam.torch":  # pragma: no cover - only when the package folder is on sys.path
@@ -52,8 +54,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 import numpy as np
 from torch.optim import Optimizer as _TorchOptimizer
 
-from . import _core, _registry
-from .optim import MASTER, _flag, _initial_value, _storage
+from . import _core, _registry, quant as _quant
+from .optim import MASTER, _flag, _initial_value, _storage as _storage16
 
 __all__ = ["Adam", "AdamW", "SGD", "RMSprop", "Lion", "Adagrad", "Adamax",
            "Adadelta", "RAdam", "Rprop", "NAdam", "ASGD"]
@@ -71,6 +73,39 @@ _STEP_SALT = 0xBF58476D1CE4E5B9
 SR_STEP = "sr_step"
 _STORAGE_DEFAULTS = {"rounding": "nearest", "seed": 0}
 _STRIDED = torch.strided
+# 8-bit states (state_bits=8): bitsandbytes' layout. State k of the kernel (registry order)
+# is 'state{k+1}', as uint8 codes of the param's shape when it is 8-bit, with
+# 'absmax{k+1}' (float32, one per block of 256) and 'qmap{k+1}' (float32, 256 entries); a
+# bitsandbytes state_dict wraps these under _BNB_WRAP, and keeps 'step' as an int.
+_Q8_DEFAULTS = {"state_bits": 32, "min_8bit_size": _registry.MIN_8BIT_SIZE}
+_BNB_WRAP = "__bnb_optimizer_quant_state__"
+_Q8_KEY = re.compile(r"(state|absmax|qmap)[1-9][0-9]*")
+
+
+def _q8_names(k: int) -> Tuple[str, str, str]:
+    return f"state{k + 1}", f"absmax{k + 1}", f"qmap{k + 1}"
+
+
+def _storage(hyper: Dict[str, Any], storage: Dict[str, Any]) -> Dict[str, Any]:
+    """``hyper`` with the storage options: the 16-bit ones (fastadam.optim's) and
+    ``state_bits``/``min_8bit_size``."""
+    storage = dict(storage)
+    q8 = {k: storage.pop(k) for k in _Q8_DEFAULTS if k in storage}
+    return {**_storage16(hyper, storage), **_Q8_DEFAULTS, **q8}
+
+
+def _state_bits(x: Any) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) \
+            or int(x) not in _registry.STATE_BITS:
+        raise ValueError(f"Invalid state_bits: {x!r} (expected one of "
+                         f"{', '.join(map(str, _registry.STATE_BITS))})")
+    return int(x)
+
+
+def _min_8bit_size(x: Any) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < 0:
+        raise ValueError(f"Invalid min_8bit_size: {x!r} (expected an int >= 0)")
+    return int(x)
 # Tell autograd that a param changed in place (the kernels write behind its back), so that
 # a graph which saved the old value raises as it would after torch.optim's step.
 _bump_versions = getattr(getattr(torch.autograd, "graph", None), "increment_version", None)
@@ -176,6 +211,41 @@ def _check_master(t: Any, what: str, p: torch.Tensor) -> None:
                          f"got {tuple(t.shape)}")
 
 
+def _check_plain(t: Any, what: str, dtype: torch.dtype, shape: Tuple[int, ...]) -> None:
+    """A dense, contiguous CPU tensor of this dtype and shape (an 8-bit state's parts)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"Invalid {what}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.layout is not _STRIDED or t.device.type != "cpu":
+        raise ValueError(f"Invalid {what}: expected a dense CPU tensor, got layout "
+                         f"{t.layout} on {t.device}")
+    if t.dtype != dtype:
+        raise TypeError(f"Invalid {what} dtype: expected {dtype}, got {t.dtype}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"Invalid {what} shape: expected {tuple(shape)}, got "
+                         f"{tuple(t.shape)}")
+    if not t.is_contiguous():
+        raise ValueError(f"Invalid {what}: not contiguous (strides {t.stride()})")
+
+
+def _check_q8(st: Dict[str, Any], k: int, p: torch.Tensor, where: str
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """State k of ``p`` in its 8-bit form: uint8 codes of the param's shape, a float32
+    absmax per block of 256 and a float32 map of 256 entries (bitsandbytes' layout)."""
+    names = _q8_names(k)
+    out = []
+    for name, dtype, shape in zip(names, (torch.uint8, torch.float32, torch.float32),
+                                  (tuple(p.shape), (_quant.nblocks(p.numel()),),
+                                   (_quant.CODES,))):
+        t = st.get(name)
+        what = f"state {name!r} of {where}"
+        if t is None:
+            raise ValueError(f"Invalid {what}: missing ({names[0]!r} holds 8-bit codes, "
+                             f"which need {names[1]!r} and {names[2]!r})")
+        _check_plain(t, what, dtype, shape)
+        out.append(t)
+    return out[0], out[1], out[2]
+
+
 def _state_dtype(x: Any) -> Optional[torch.dtype]:
     if x is None:
         return None
@@ -237,8 +307,7 @@ class _Entry:
         self.slots = slots
         self.names = [_where(group, gi, j) for j in pos]
         self.scalar_names = opt._scalar_names
-        keys = ((("step",) if opt._has_step else ()) + self.scalar_names
-                + tuple(s for s in slots if s))
+        keys = (("step",) if opt._has_step else ()) + self.scalar_names
         self.keys: List[Tuple[str, ...]] = []      # per param: its tensors' state keys
         self.dtypes = [p.dtype for p in params]
         self.shapes = [p.shape for p in params]
@@ -251,6 +320,7 @@ class _Entry:
         scalar_values: List[List[float]] = [[] for _ in self.scalar_names]
         scalar_f64: List[bool] = []     # per param: its scalar states are float64
         slot_tensors: List[Tuple[torch.Tensor, ...]] = []
+        written_tensors: List[Tuple[torch.Tensor, ...]] = []
         for p, name in zip(params, self.names):
             _check_tensor(p, name)
             self.views.append(_view(p, name))
@@ -281,9 +351,8 @@ class _Entry:
                 self.copies.append(None)
             stepped = p if master is None else master
             self.stepped.append(stepped)
-            self.keys.append(keys + ((MASTER,) if master is not None else ()))
-            row, tens = [], []
-            for sname in slots:
+            row, tens, skeys, written = [], [], [], []
+            for k, sname in enumerate(slots):
                 if sname is None:
                     row.append(None)
                     continue
@@ -293,11 +362,25 @@ class _Entry:
                                      f"group's options changed since this state was made; "
                                      f"torch.optim fails here too)")
                 what = f"state {sname!r} of {name}"
+                if torch.is_tensor(t) and t.dtype == torch.uint8:
+                    # 8-bit: codes, absmax, map (the map is shared and never written)
+                    parts = _check_q8(merged, k, p, name)
+                    row.append(_quant.QuantizedState(*(_view(x, f"state {nm!r} of {name}")
+                                                       for x, nm in zip(parts,
+                                                                        _q8_names(k)))))
+                    tens.extend(parts)
+                    skeys.extend(_q8_names(k))
+                    written.extend(parts[:2])
+                    continue
                 _check_tensor(t, what, like=p, role="state", stepped=stepped.dtype)
                 row.append(_view(t, what))
                 tens.append(t)
+                skeys.append(sname)
+                written.append(t)
+            self.keys.append(keys + tuple(skeys) + ((MASTER,) if master is not None else ()))
             self.state_views.append(tuple(row))
             slot_tensors.append(tuple(tens) + ((master,) if master is not None else ()))
+            written_tensors.append(tuple(written) + ((master,) if master is not None else ()))
         if opt._has_step:
             # One buffer holds every param's 'step' (each state['step'] is a 0-d view of
             # it), so that reading and advancing n step counters is one NumPy operation.
@@ -327,7 +410,7 @@ class _Entry:
                      for p, tens in zip(params, self.tensors)]
         # Byte ranges of everything the kernels write (for the cross-group overlap check).
         lo, hi = [], []
-        for p, tens in zip(params, slot_tensors):
+        for p, tens in zip(params, written_tensors):
             for t in (p,) + tens:
                 nb = t.numel() * t.element_size()
                 if nb:
@@ -491,6 +574,26 @@ class _Optimizer(_TorchOptimizer):
       resume from a state_dict and any thread count give the same bits (refused with
       master_weights=True). SGD and Lion, which keep no ``state['step']``, count these
       steps in the group's ``'sr_step'``.
+
+    8-bit states (keywords of every class, fixed for the optimizer like master_weights):
+
+    - ``state_bits=32``: with 8, a param of at least ``min_8bit_size`` elements keeps each
+      state as uint8 codes of its shape, one float32 absmax per block of 256 elements and a
+      256-entry float32 map (bitsandbytes' dynamic maps, signed or unsigned per state as the
+      registry's ``State.qmap`` says; one map tensor per kind, shared); the kernels
+      dequantize, step in float32 and requantize to the nearest code in one pass
+      (fastadam.quant). Smaller params keep states of their param's dtype. float64 params
+      of that size are refused; ``state_dtype`` cannot be combined with it.
+    - ``min_8bit_size=4096`` (bitsandbytes' default).
+
+    With ``state_bits=8`` the state follows bitsandbytes' 8-bit optimizers, so checkpoints
+    move between the two: state k of the kernel is ``'state{k+1}'`` (with
+    ``'absmax{k+1}'`` and ``'qmap{k+1}'`` when 8-bit), every optimizer keeps a ``'step'``
+    (SGD and Lion too), and ``state_dict()`` gives the steps as ints, wraps the 8-bit
+    tensors under ``'__bnb_optimizer_quant_state__'`` and adds to each group the keys
+    bitsandbytes reads (SGD's and RMSprop's ``betas``, ...). ``load_state_dict`` takes
+    bitsandbytes' checkpoints and gives their groups this class's keys for the rule
+    bitsandbytes applied (Adam8bit's weight decay is decoupled).
     """
 
     _name: str = ""
@@ -501,6 +604,7 @@ class _Optimizer(_TorchOptimizer):
         cls._kernel = getattr(_core, f"KERNEL_{entry.kernel.upper()}")
         cls._state_names = tuple(s.name for s in entry.states)
         cls._state_inits = tuple(s.init for s in entry.states)
+        cls._state_qmaps = tuple(s.qmap for s in entry.states)   # their 8-bit maps
         cls._scalar_names = tuple(c.name for c in entry.scalars)
         cls._scalar_inits = tuple(c.init for c in entry.scalars)
         cls._has_step = entry.torch_step                # whether torch keeps state['step']
@@ -519,10 +623,57 @@ class _Optimizer(_TorchOptimizer):
         # not group keys. rounding and seed are group keys, so a state_dict carries them.
         self.master_weights = _flag(defaults.pop("master_weights", False), "master_weights")
         self.state_dtype = _state_dtype(defaults.pop("state_dtype", None))
+        self.state_bits = _state_bits(defaults.pop("state_bits", 32))
+        self.min_8bit_size = _min_8bit_size(defaults.pop("min_8bit_size",
+                                                          _registry.MIN_8BIT_SIZE))
+        if self.state_bits == 8 and self.state_dtype is not None:
+            raise ValueError(f"Invalid state_dtype: {self.state_dtype} with state_bits=8 "
+                             f"(8-bit states are uint8 codes; the tensors below "
+                             f"min_8bit_size keep states of their param's dtype)")
+        self._set_layout()
         _check_rounding(defaults, "the defaults")
         if self.master_weights and defaults.get("rounding") == "stochastic":
             raise ValueError(_NO_SR_WITH_MASTER)
         super().__init__(params, defaults)
+
+    def _set_layout(self) -> None:
+        """The state names and 'step' of this optimizer's layout: with state_bits=8,
+        bitsandbytes' ('state1', 'state2', ... and a 'step' for every optimizer)."""
+        cls = type(self)
+        q8 = getattr(self, "state_bits", 32) == 8
+        self.__dict__["_has_step"] = cls._has_step or q8
+        self.__dict__["_state_names"] = (tuple(_q8_names(k)[0] for k in range(len(
+            cls._state_names))) if q8 else cls._state_names)
+        self.__dict__.setdefault("_qmaps", {})
+
+    def _is_8bit(self, p: torch.Tensor) -> bool:
+        """Whether ``p``'s new states are 8-bit."""
+        return self.state_bits == 8 and p.numel() >= self.min_8bit_size
+
+    def _qmap(self, kind: str) -> torch.Tensor:
+        """The optimizer's map tensor of this kind (one shared by its params, as
+        bitsandbytes shares its 'dynamic' and 'udynamic' maps)."""
+        t = self._qmaps.get(kind)
+        if t is None:
+            t = self._qmaps[kind] = torch.from_numpy(_quant.dynamic_map(kind == "signed"))
+        return t
+
+    def _state_tensors(self, p: torch.Tensor, k: int, name: str, value: float,
+                       dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+        """New state k of ``p`` filled with ``value``: a tensor of ``dtype``, or its 8-bit
+        form (codes, absmax, map) when ``p`` gets 8-bit states."""
+        if not self._is_8bit(p):
+            return {name: torch.full_like(p, value, dtype=dtype,
+                                          memory_format=torch.preserve_format)}
+        qmap = self._qmap(self._state_qmaps[k])
+        codes = torch.zeros(tuple(p.shape), dtype=torch.uint8)
+        absmax = torch.zeros(_quant.nblocks(p.numel()), dtype=torch.float32)
+        if value != 0:
+            c, a = _quant.quantize(np.full(tuple(p.shape), value, np.float32), qmap.numpy())
+            codes.numpy()[...] = c
+            absmax.numpy()[...] = a
+        c_name, a_name, q_name = _q8_names(k)
+        return {c_name: codes, a_name: absmax, q_name: qmap}
 
     # -- from the registry -----------------------------------------------------------------
     def _slots(self, hyper: "_core.Hyperparams") -> Tuple[Optional[str], ...]:
@@ -540,11 +691,10 @@ class _Optimizer(_TorchOptimizer):
             if self._has_step:     # the shared step and scalar views, set at commit
                 new.update({"step": None, **{c: None for c in self._scalar_names}})
             dtype = self._new_state_dtype(p, state)
-            for name, init in zip(slots, self._state_inits):
+            for k, (name, init) in enumerate(zip(slots, self._state_inits)):
                 if name and (self._has_step or state.get(name) is None):
                     value = float(group[init]) if isinstance(init, str) else init
-                    new[name] = torch.full_like(p, value, dtype=dtype,
-                                                memory_format=torch.preserve_format)
+                    new.update(self._state_tensors(p, k, name, value, dtype))
         if self._with_master(p, state) and state.get(MASTER) is None:
             new[MASTER] = torch.empty_like(p, dtype=torch.float32,
                                            memory_format=torch.contiguous_format).copy_(p)
@@ -557,6 +707,10 @@ class _Optimizer(_TorchOptimizer):
     def _new_state_dtype(self, p: torch.Tensor, state: Dict[str, Any]) -> torch.dtype:
         """The dtype of ``p``'s new states (checked against the core's MIXING table)."""
         stepped = torch.float32 if self._with_master(p, state) else p.dtype
+        if self._is_8bit(p) and not _registry.MIXING[_DTYPE_NAMES[stepped]]["state8"]:
+            raise TypeError(f"Invalid state_bits: 8-bit states need a float32, bfloat16 or "
+                            f"float16 param, got a {p.dtype} param of {p.numel()} elements "
+                            f"(>= min_8bit_size={self.min_8bit_size})")
         dtype = self.state_dtype or stepped
         if dtype not in _allowed(stepped, "state"):
             how = " with a float32 master copy" if stepped != p.dtype else ""
@@ -596,13 +750,17 @@ class _Optimizer(_TorchOptimizer):
 
     def __getstate__(self) -> Dict[str, Any]:
         return {**super().__getstate__(), "master_weights": self.master_weights,
-                "state_dtype": self.state_dtype}
+                "state_dtype": self.state_dtype, "state_bits": self.state_bits,
+                "min_8bit_size": self.min_8bit_size}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__["_entries"] = {}
         self.__dict__.setdefault("master_weights", False)
         self.__dict__.setdefault("state_dtype", None)
+        self.__dict__.setdefault("state_bits", 32)
+        self.__dict__.setdefault("min_8bit_size", _registry.MIN_8BIT_SIZE)
+        self._set_layout()
         for group in self.param_groups:
             for k, v in self._setdefaults.items():
                 group.setdefault(k, v)
@@ -621,6 +779,8 @@ class _Optimizer(_TorchOptimizer):
         then check every state tensor against its param; on error the previous state and
         groups are put back."""
         saved = (self.state, self.param_groups, self._entries)
+        if self.state_bits == 8:
+            state_dict = self._from_bnb(state_dict)
         try:
             # torch.optim's own load may fail half way (its __setstate__ converting a 'step'
             # that is no number): what it already replaced is put back as for ours.
@@ -633,6 +793,7 @@ class _Optimizer(_TorchOptimizer):
                     if not st:
                         continue
                     where = _where(group, gi, j)
+                    self._check_layout(st, where)
                     if self._has_step:
                         _step_value(st, where)
                     for name in self._scalar_names:     # NAdam's mu_product, ASGD's eta, mu
@@ -642,9 +803,14 @@ class _Optimizer(_TorchOptimizer):
                     if master is not None:
                         _check_master(master, f"state {MASTER!r} of {where}", p)
                     stepped = torch.float32 if master is not None else p.dtype
-                    for name in self._state_names:
-                        if name and st.get(name) is not None:
-                            _check_tensor(st[name], f"state {name!r} of {where}", like=p,
+                    for k, name in enumerate(self._state_names):
+                        t = st.get(name)
+                        if t is None:
+                            continue
+                        if torch.is_tensor(t) and t.dtype == torch.uint8:
+                            _check_q8(st, k, p, where)
+                        else:
+                            _check_tensor(t, f"state {name!r} of {where}", like=p,
                                           role="state", stepped=stepped)
         except BaseException:
             self.state, self.param_groups, self._entries = saved
@@ -670,11 +836,70 @@ class _Optimizer(_TorchOptimizer):
                 if not torch.is_tensor(t) or t.dtype == p.dtype or key == "step":
                     continue
                 keep = ((key == MASTER and has_master)
+                        or (self.state_bits == 8 and _Q8_KEY.fullmatch(str(key)) is not None
+                            and t.dtype == (torch.uint8 if str(key).startswith("state")
+                                            else torch.float32))
                         or (key in self._state_names and t.dtype in _allowed(stepped, "state"))
                         or (key in self._scalar_names and p.dtype in _HALF
                             and t.dtype in _FLOATS))
                 if keep:
                     st[key] = t.to(device=p.device)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """torch.optim's state_dict; with ``state_bits=8`` in bitsandbytes' form: every
+        param's ``'step'`` an int, its ``state{k}``/``absmax{k}``/``qmap{k}`` wrapped under
+        ``'__bnb_optimizer_quant_state__'``, and each group with the keys bitsandbytes'
+        optimizer of the same rule reads (:meth:`_to_bnb_group`)."""
+        sd = super().state_dict()
+        if self.state_bits != 8:
+            return sd
+        state = {}
+        for k, v in sd["state"].items():
+            v = dict(v)
+            if "step" in v:
+                v["step"] = int(float(v["step"]))
+            wrap = {key: v.pop(key) for key in list(v) if _Q8_KEY.fullmatch(str(key))}
+            if wrap:
+                v[_BNB_WRAP] = wrap
+            state[k] = v
+        groups = [{**g, **self._to_bnb_group(g)} for g in sd["param_groups"]]
+        return {"state": state, "param_groups": groups}
+
+    def _check_layout(self, st: Dict[str, Any], where: str) -> None:
+        """A loaded state in the other layout (8-bit names in a 32-bit optimizer, or
+        torch.optim's names with state_bits=8) is refused, naming the option."""
+        own = set(self._state_names)
+        other = set(type(self)._state_names) if self.state_bits == 8 else {
+            _q8_names(k)[0] for k in range(len(own))}
+        found = sorted(str(k) for k in st if k in other - own or k == _BNB_WRAP)
+        if found:
+            want = ("8-bit states (state_bits=8)" if self.state_bits == 32 else
+                    "torch.optim's state names (state_bits=32)")
+            raise ValueError(f"Invalid state of {where}: {', '.join(map(repr, found))} "
+                             f"belong to {want}; this optimizer has state_bits="
+                             f"{self.state_bits}")
+
+    def _from_bnb(self, state_dict: Dict[str, Any]) -> Dict[str, Any]:
+        """A state dict with bitsandbytes' wrapped 8-bit states unwrapped and its groups
+        given this optimizer's keys (a shallow copy; the tensors are not copied)."""
+        state = {}
+        for k, v in state_dict["state"].items():
+            if isinstance(v, dict) and _BNB_WRAP in v:
+                v = dict(v)
+                v.update(v.pop(_BNB_WRAP))
+            state[k] = v
+        groups = [self._from_bnb_group(dict(g)) if "maximize" not in g else g
+                  for g in state_dict["param_groups"]]
+        return {**state_dict, "state": state, "param_groups": groups}
+
+    def _from_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        """A bitsandbytes group (no 'maximize') with this optimizer's keys for what
+        bitsandbytes computes."""
+        return group
+
+    def _to_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        """The keys bitsandbytes' optimizer reads that this group names otherwise."""
+        return {}
 
     def _check_group(self, group: Dict[str, Any], where: str) -> "_core.Hyperparams":
         for flag in ("capturable", "differentiable"):
@@ -817,6 +1042,11 @@ class Adam(_Optimizer):
             differentiable=differentiable, fused=fused,
             decoupled_weight_decay=decoupled_weight_decay), storage))
 
+    def _from_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        # bitsandbytes' Adam8bit decays the weights decoupled (p *= 1 - lr*weight_decay)
+        group.setdefault("decoupled_weight_decay", True)
+        return group
+
 
 class AdamW(Adam):
     r"""AdamW (torch.optim.AdamW): :class:`Adam` with decoupled weight decay, default 1e-2.
@@ -869,6 +1099,17 @@ class SGD(_Optimizer):
             nesterov=nesterov, maximize=maximize, foreach=foreach,
             differentiable=differentiable, fused=fused), storage))
 
+    def _from_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        # SGD8bit: betas = (momentum, dampening); its step ignores dampening
+        betas = group.get("betas") or (0.0, 0.0)
+        group.setdefault("momentum", float(betas[0]))
+        group.setdefault("dampening", 0.0)
+        group.setdefault("nesterov", False)
+        return group
+
+    def _to_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        return {"betas": (group["momentum"], group["dampening"]), "eps": 0.0}
+
 
 class RMSprop(_Optimizer):
     r"""RMSprop, optionally centered and with momentum (torch.optim.RMSprop's signature,
@@ -895,6 +1136,17 @@ class RMSprop(_Optimizer):
             weight_decay=weight_decay, capturable=capturable, foreach=foreach,
             maximize=maximize, differentiable=differentiable), storage))
 
+    def _from_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        # RMSprop8bit: betas = (alpha, momentum); its step ignores momentum, never centered
+        betas = group.get("betas") or (0.99, 0.0)
+        group.setdefault("alpha", float(betas[0]))
+        group.setdefault("momentum", 0.0)
+        group.setdefault("centered", False)
+        return group
+
+    def _to_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        return {"betas": (group["alpha"], group["momentum"])}
+
 
 class Lion(_Optimizer):
     r"""Lion (Chen et al. 2023) with lion-pytorch's signature, defaults and state, on
@@ -915,6 +1167,9 @@ class Lion(_Optimizer):
                  **storage: Any):
         super().__init__(params, _storage(dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize), storage))
+
+    def _to_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        return {"eps": group.get("eps", 0.0)}     # read, not used, by Lion8bit
 
 
 class NAdam(_Optimizer):
@@ -1009,6 +1264,15 @@ class Adagrad(_Optimizer):
         for group in self.param_groups:
             self._init_state(group)
 
+    def _from_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        # Adagrad8bit: no lr_decay, accumulators start at 0
+        group.setdefault("lr_decay", 0.0)
+        group.setdefault("initial_accumulator_value", 0.0)
+        return group
+
+    def _to_bnb_group(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        return {"betas": (0.0, 0.0)}
+
     def _new_state(self, p: torch.Tensor, group: Dict[str, Any], state: Dict[str, Any],
                    slots: Tuple[Optional[str], ...]) -> Dict[str, Any]:
         # torch.optim.Adagrad fills every param's sum from the constructor's
@@ -1023,8 +1287,8 @@ class Adagrad(_Optimizer):
             state = self.state[p]
             if not state:
                 state["step"] = torch.zeros((), dtype=_scalar_dtype(group))
-                state["sum"] = torch.full_like(p, value, dtype=self._new_state_dtype(p, state),
-                                               memory_format=torch.preserve_format)
+                state.update(self._state_tensors(p, 0, self._state_names[0], value,
+                                                 self._new_state_dtype(p, state)))
 
 
 class Adamax(_Optimizer):

@@ -31,7 +31,7 @@ typedef struct {
     int32_t llo[32];        /* [binade of |y|]: the level at the binade's start */
     float bnd[32];          /* the one level boundary inside the binade (inf: none) */
     float a[16], invd[16], base[16], cnt1[16];     /* [level] */
-    float delta, mirror;
+    float bound, mirror;    /* |t - round(t)| >= bound: next to a switch */
     float pad[14];
     uint8_t planes[4][256];
 } fa_q_words;
@@ -167,8 +167,8 @@ static FA_INLINE void fa_q_codes16(const float* x, __m512 vinv, const fa_q_words
     const __m512i mag = _mm512_set1_epi32(0x7fffffff), e0 = _mm512_set1_epi32(FA_QLEVEL_E0);
     const __m512i zero = _mm512_setzero_si512(), last = _mm512_set1_epi32(31);
     const __m512i one = _mm512_set1_epi32(1);
-    const __m512 fzero = _mm512_setzero_ps(), fone = _mm512_set1_ps(1.0f);
-    __m512 y = _mm512_mul_ps(_mm512_loadu_ps(x), vinv), my, bnd, t, r, cnt1, off, code;
+    const __m512 fzero = _mm512_setzero_ps();
+    __m512 y = _mm512_mul_ps(_mm512_loadu_ps(x), vinv), my, bnd, t, r, off, code;
     __m512i b = _mm512_castps_si512(y), m = _mm512_and_si512(b, mag), e, lev;
     __mmask16 neg = _mm512_movepi32_mask(b), flag;
     my = _mm512_castsi512_ps(m);
@@ -180,17 +180,15 @@ static FA_INLINE void fa_q_codes16(const float* x, __m512 vinv, const fa_q_words
     lev = _mm512_mask_add_epi32(lev, _mm512_cmp_ps_mask(my, bnd, _CMP_GE_OQ), lev, one);
     t = _mm512_mul_ps(_mm512_sub_ps(my, _mm512_permutexvar_ps(lev, _mm512_loadu_ps(w->a))),
                       _mm512_permutexvar_ps(lev, _mm512_loadu_ps(w->invd)));
-    cnt1 = _mm512_permutexvar_ps(lev, _mm512_loadu_ps(w->cnt1));
     r = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* next to a switch (t near a half-integer), or NaN: not below the bound */
     flag = _mm512_cmp_ps_mask(_mm512_castsi512_ps(_mm512_and_si512(
                                   _mm512_castps_si512(_mm512_sub_ps(t, r)), mag)),
-                              _mm512_set1_ps(w->delta), _CMP_LE_OQ)
-           & _mm512_cmp_ps_mask(r, fone, _CMP_GE_OQ) & _mm512_cmp_ps_mask(r, cnt1, _CMP_LE_OQ);
-    flag |= _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
+                              _mm512_set1_ps(w->bound), _CMP_NLT_UQ);
     /* a negative lane one float below a level boundary: its switch may be there */
     flag |= _mm512_mask_cmpeq_epi32_mask(neg, m, _mm512_sub_epi32(_mm512_castps_si512(bnd), one));
-    off = _mm512_min_ps(_mm512_max_ps(_mm512_mask_sub_ps(r, _mm512_cmp_ps_mask(t, r, _CMP_LT_OQ),
-                                                         r, fone), fzero), cnt1);
+    off = _mm512_min_ps(_mm512_max_ps(r, fzero),
+                        _mm512_permutexvar_ps(lev, _mm512_loadu_ps(w->cnt1)));
     code = _mm512_add_ps(_mm512_permutexvar_ps(lev, _mm512_loadu_ps(w->base)), off);
     code = _mm512_mask_max_ps(code, neg, _mm512_sub_ps(_mm512_set1_ps(w->mirror), code), fzero);
     _mm_storeu_si128((__m128i*)codes, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(code)));
