@@ -41,9 +41,8 @@ from ._core import (  # noqa: E402
     sgd_,
 )
 from .config import show_config  # noqa: E402
-from . import quant  # noqa: E402
 from .flat import pack  # noqa: E402
-from .quant import QuantizedState  # noqa: E402
+from .quant import QuantizedState  # noqa: E402  (and fastadam.quant, the module)
 from .optim import (  # noqa: E402
     ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, Optimizer, RAdam, RMSprop,
     Rprop)
@@ -53,7 +52,7 @@ __all__ = [
     "radam_", "rprop_", "nadam_", "asgd_",
     "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax", "Adadelta", "RAdam",
     "Rprop", "NAdam", "ASGD", "Optimizer",
-    "pack", "show_config", "quant", "QuantizedState",
+    "pack", "show_config", "QuantizedState",
     "set_num_threads", "get_num_threads",
     "available_simd_paths", "get_simd_path", "set_simd_path",
 ]
