@@ -4,7 +4,8 @@ Functional kernels (``sgd_``, ``rmsprop_``, ``adam_``, ``adamw_``, ``lion_``,
 ``adagrad_``, ``adamax_``, ``adadelta_``, ``radam_``, ``rprop_``, ``nadam_``, ``asgd_``),
 torch.optim-style classes (``SGD``, ``RMSprop``, ``Adam``, ``AdamW``, ``Lion``, ``Adagrad``,
 ``Adamax``, ``Adadelta``, ``RAdam``, ``Rprop``, ``NAdam``, ``ASGD``), and
-``fastadam.reference``, the same rules in plain NumPy.
+``fastadam.reference``, the same rules in plain NumPy; ``fastadam.quant``, the 8-bit states
+(``QuantizedState``, taken wherever a state array is).
 """
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ from ._core import (  # noqa: E402
 )
 from .config import show_config  # noqa: E402
 from .flat import pack  # noqa: E402
+from .quant import QuantizedState  # noqa: E402  (and fastadam.quant, the module)
 from .optim import (  # noqa: E402
     ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, Optimizer, RAdam, RMSprop,
     Rprop)
@@ -50,7 +52,7 @@ __all__ = [
     "radam_", "rprop_", "nadam_", "asgd_",
     "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "Adamax", "Adadelta", "RAdam",
     "Rprop", "NAdam", "ASGD", "Optimizer",
-    "pack", "show_config",
+    "pack", "show_config", "QuantizedState",
     "set_num_threads", "get_num_threads",
     "available_simd_paths", "get_simd_path", "set_simd_path",
 ]

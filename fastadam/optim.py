@@ -31,6 +31,13 @@ pass; ``state_dtype`` (bfloat16 or float16 for float32 params) halves the state'
 ``rounding="stochastic"`` with ``seed`` rounds 16-bit params stepped in place unbiasedly
 (``rounding`` and ``seed`` live in the param groups, as the gradient policy does).
 
+And the 8-bit options (docs/user-guide.md, "8-bit states"): ``state_bits=8`` keeps the states
+of every param with at least ``min_8bit_size`` elements (default 4096) as
+:class:`fastadam.quant.QuantizedState` (uint8 codes, one float32 absmax per block of 256,
+bitsandbytes' signed or unsigned dynamic map, per the registry's ``State.qmap``); smaller
+params keep 32-bit states. In :meth:`Optimizer.state_dict` an 8-bit state ``name`` is three
+arrays: ``name`` (the uint8 codes), ``name + "_absmax"`` and ``name + "_qmap"``.
+
 The gradients themselves are never modified. With a check or clipping, the step reads every
 gradient once more before the update (one read-only pass that computes the float64 norm and
 finds NaN and inf together); the update then multiplies by one combined factor.
@@ -44,7 +51,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core, _registry
+from . import _core, _registry, quant
 
 Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray], Sequence[Mapping[str, Any]]]
 
@@ -55,7 +62,7 @@ __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Lion", "Adagrad", "A
 # policy and how 16-bit params are rounded.
 _POLICY = ("nonfinite", "max_grad_norm", "rounding", "seed")
 # Options of the state's layout, fixed when the optimizer is made (not group keys).
-_LAYOUT = ("master_weights", "state_dtype")
+_LAYOUT = ("master_weights", "state_dtype", "state_bits", "min_8bit_size")
 MASTER = "master_param"     # the state key of a 16-bit param's float32 master copy
 
 
@@ -65,17 +72,23 @@ def _hyper(args: Dict[str, Any]) -> Dict[str, Any]:
             if k not in ("self", "params", "__class__", "storage")}
 
 
-# The 16-bit options every class takes as keywords (see Optimizer), with their defaults.
-STORAGE = {"master_weights": False, "state_dtype": None, "rounding": "nearest", "seed": 0}
+# The storage options every class takes as keywords (see Optimizer), with their defaults.
+STORAGE = {"master_weights": False, "state_dtype": None, "rounding": "nearest", "seed": 0,
+           "state_bits": 32, "min_8bit_size": _registry.MIN_8BIT_SIZE}
+_EIGHT_BIT = ("state_bits", "min_8bit_size")
+# The suffixes of an 8-bit state's absmax and map in a state_dict (its codes keep its name).
+ABSMAX, QMAP = "_absmax", "_qmap"
 
 
 def _storage(hyper: Dict[str, Any], storage: Dict[str, Any]) -> Dict[str, Any]:
     """``hyper`` with the 16-bit options (``storage``: a class's ``**storage``)."""
     unknown = [k for k in storage if k not in STORAGE]
     if unknown:
-        raise TypeError(f"got an unexpected keyword argument {unknown[0]!r} (the 16-bit "
+        raise TypeError(f"got an unexpected keyword argument {unknown[0]!r} (the storage "
                         f"options are {', '.join(STORAGE)})")
-    return {**hyper, **STORAGE, **storage}
+    # The 8-bit options' defaults are the readers' (Optimizer.__init__ pops them with
+    # these defaults): fastadam.torch, which shares this function, sees them only if given.
+    return {**hyper, **{k: v for k, v in STORAGE.items() if k not in _EIGHT_BIT}, **storage}
 
 
 def _flag(x: Any, name: str) -> bool:
@@ -102,6 +115,25 @@ def _storage_dtype(x: Any, name: str) -> Optional[np.dtype]:
         raise TypeError(f"Invalid {name}: expected one of {', '.join(_registry.DTYPE_NAMES)}, "
                         f"got {dtype}")
     return dtype
+
+
+def _state_bits(x: Any) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"Invalid state_bits: expected an int, one of "
+                        f"{_registry.STATE_BITS}, got {type(x).__name__}")
+    if int(x) not in _registry.STATE_BITS:
+        raise ValueError(f"Invalid state_bits: {x!r} (expected one of "
+                         f"{_registry.STATE_BITS})")
+    return int(x)
+
+
+def _min_8bit_size(x: Any) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"Invalid min_8bit_size: expected an int >= 0, got "
+                        f"{type(x).__name__}")
+    if x < 0:
+        raise ValueError(f"Invalid min_8bit_size: {x!r} (must be >= 0)")
+    return int(x)
 
 
 def _as_groups(params: Any) -> List[Mapping[str, Any]]:
@@ -142,6 +174,13 @@ class Optimizer:
         defaults = dict(defaults)
         self.master_weights = _flag(defaults.pop("master_weights", False), "master_weights")
         self.state_dtype = _storage_dtype(defaults.pop("state_dtype", None), "state_dtype")
+        self.state_bits = _state_bits(defaults.pop("state_bits", 32))
+        self.min_8bit_size = _min_8bit_size(defaults.pop("min_8bit_size",
+                                                         _registry.MIN_8BIT_SIZE))
+        if self.state_bits == 8 and self.state_dtype is not None:
+            raise ValueError(f"Invalid state_dtype: {self.state_dtype} with state_bits=8 (the "
+                             f"8-bit states replace the 16-bit ones; the params below "
+                             f"min_8bit_size keep their 32-bit states)")
         if self.master_weights and defaults.get("rounding") == "stochastic":
             raise ValueError("Invalid rounding: 'stochastic' rounds 16-bit params stepped in "
                              "place; with master_weights=True the float32 master keeps the "
@@ -223,7 +262,7 @@ class Optimizer:
         for gi in range(len(self.param_groups), len(all_groups)):
             g, h = all_groups[gi], hypers[gi]
             for key, p in zip(new_keys[gi - len(self.param_groups)], g["params"]):
-                state[key] = self._new_state(entry, g, h, p)
+                state[key] = self._new_state(entry, g, h, p, key)
         group_of = np.concatenate([np.full(len(g["params"]), gi, np.intp)
                                    for gi, g in enumerate(all_groups)])
         with np.errstate(over="ignore"):    # an lr beyond float32's range: inf, as torch
@@ -283,18 +322,34 @@ class Optimizer:
                 self._steps[a:b] = self._group_step[g]
 
     def _new_state(self, entry: _registry.Optimizer, group: Mapping[str, Any], hyper: Any,
-                   p: np.ndarray) -> Dict[str, np.ndarray]:
+                   p: np.ndarray, key: Any = None) -> Dict[str, Any]:
         """A new param's state arrays (checked by the plan): its states in ``state_dtype``
-        (default: the param's, or float32 with a master), and with master weights a 16-bit
-        param's float32 master copy."""
+        (default: the param's, or float32 with a master), or 8-bit (QuantizedState) with
+        ``state_bits=8`` when it has at least ``min_8bit_size`` elements; and with master
+        weights a 16-bit param's float32 master copy."""
         master = self.master_weights and p.dtype.name in _registry.HALF_DTYPES
         dtype = self.state_dtype or (np.dtype(np.float32) if master else p.dtype)
         stepped = np.dtype(np.float32) if master else p.dtype
-        if dtype != stepped and stepped != np.float32:
-            raise TypeError(f"Invalid state_dtype: {dtype} states go with float32 params (or "
-                            f"16-bit ones with master_weights=True); this param is {p.dtype}")
-        out = {s.name: np.full(p.shape, _initial(s, group), dtype)
-               for s, need in zip(entry.states, hyper.needs) if need}
+        if self.state_bits == 8 and p.size >= self.min_8bit_size:
+            if not _registry.MIXING[p.dtype.name]["state8"]:
+                raise TypeError(f"Invalid params[{key!r}]: a {p.dtype} param has no 8-bit "
+                                f"states (state_bits=8 takes float32, bfloat16 and float16 "
+                                f"params)")
+            out = {}
+            for s, need in zip(entry.states, hyper.needs):
+                if not need:
+                    continue
+                signed = s.qmap == "signed"
+                init = _initial(s, group)
+                out[s.name] = quant.QuantizedState.zeros(p.shape, signed) if init == 0 else \
+                    quant.QuantizedState.from_float(np.full(p.shape, init, np.float32), signed)
+        else:
+            if dtype != stepped and stepped != np.float32:
+                raise TypeError(f"Invalid state_dtype: {dtype} states go with float32 params "
+                                f"(or 16-bit ones with master_weights=True); this param is "
+                                f"{p.dtype}")
+            out = {s.name: np.full(p.shape, _initial(s, group), dtype)
+                   for s, need in zip(entry.states, hyper.needs) if need}
         if master:
             out[MASTER] = p.astype(np.float32)
         return out
@@ -457,8 +512,7 @@ class Optimizer:
             group["params"] = list(keys)
             groups.append(group)
         return {
-            "state": {key: {"step": int(self._steps[i]),
-                            **{name: arr.copy() for name, arr in self.state[key].items()}}
+            "state": {key: {"step": int(self._steps[i]), **_flat(self.state[key])}
                       for i, key in enumerate(self._keys)},
             "param_groups": groups,
         }
@@ -500,7 +554,7 @@ class Optimizer:
             raise ValueError(f"Invalid state_dict['state']: expected the keys {self._keys}")
         steps = np.zeros(len(self._keys), np.int64)
         for i, key in enumerate(self._keys):
-            ours, theirs = self.state[key], state[key]
+            ours, theirs = _flat(self.state[key], copy=False), state[key]
             where = f"state_dict['state'][{key!r}]"
             if not isinstance(theirs, Mapping) or set(theirs) != set(ours) | {"step"}:
                 raise ValueError(f"Invalid {where}: expected the keys "
@@ -511,6 +565,11 @@ class Optimizer:
                         or src.shape != arr.shape:
                     raise ValueError(f"Invalid {where}[{name!r}]: expected a {arr.dtype} "
                                      f"array of shape {arr.shape}")
+                if name.endswith(QMAP) and name[:-len(QMAP)] in self.state[key] and \
+                        src.tobytes() != arr.tobytes():
+                    raise ValueError(f"Invalid {where}[{name!r}]: not this optimizer's map "
+                                     f"for {name[:-len(QMAP)]!r} (bitsandbytes' "
+                                     f"{'signed' if arr[0] < 0 else 'unsigned'} dynamic map)")
             step = theirs["step"]
             if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
                 raise ValueError(f"Invalid {where}['step']: expected an int >= 0")
@@ -526,8 +585,9 @@ class Optimizer:
         for gi, group in enumerate(loaded):
             self.param_groups[gi] = dict(group, params=self.param_groups[gi]["params"])
         for key, ours in self.state.items():
-            for name, arr in ours.items():
-                np.copyto(arr, state[key][name])
+            for name, arr in _flat(ours, copy=False).items():
+                if not name.endswith(QMAP) or name[:-len(QMAP)] not in ours:
+                    np.copyto(arr, state[key][name])
         self._steps[:] = steps
         self._step_count = int(steps.max(initial=0))
         self._set_uniform()
@@ -541,6 +601,19 @@ class Optimizer:
         groups = "; ".join(f"group {gi}: {len(g['params'])} params, {hyper(g)}"
                            for gi, g in enumerate(self.param_groups))
         return f"{type(self).__name__}({groups})"
+
+
+def _flat(state: Mapping[str, Any], copy: bool = True) -> Dict[str, np.ndarray]:
+    """A param's state as plain arrays (copies, or with ``copy=False`` the arrays
+    themselves): an 8-bit state ``name`` as ``name`` (its codes), ``name + "_absmax"`` and
+    ``name + "_qmap"``."""
+    out = {}
+    for name, x in state.items():
+        if type(x) is quant.QuantizedState:
+            out.update({name: x.codes, name + ABSMAX: x.absmax, name + QMAP: x.qmap})
+        else:
+            out[name] = x
+    return {k: v.copy() for k, v in out.items()} if copy else out
 
 
 def _runs(hypers: Sequence[Any], group_of: np.ndarray, active: np.ndarray,

@@ -12,6 +12,13 @@ even, or, for a 16-bit param with ``rounding="stochastic"``, stochastically with
 the functionals use (``fa_sr_key(seed, step or 0, 0)``); a ``param_copy`` receives the
 float32 param rounded to nearest. The roundings are fastadam/_rounding.py's, the kernels'
 bits.
+
+8-bit states go through the same wrapper: wherever a rule takes a state array it also takes
+a :class:`fastadam.quant.QuantizedState` (all of a tensor's states 8-bit or none, as the
+kernels require; float32, bfloat16 or float16 params). Each is dequantized to float32
+(``qmap[codes] * absmax`` per 256-element block), the float32 rule runs on it (16-bit params
+and grads widened as above), and the new state is quantized back with
+``quant.quantize(new_state, state.qmap)``, its codes and absmax written in place.
 """
 
 import functools
@@ -19,7 +26,7 @@ import math
 
 import numpy as np
 
-from . import _registry, _rounding
+from . import _registry, _rounding, quant
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lion_", "adagrad_", "adadelta_",
            "adamax_", "nadam_", "radam_", "rprop_", "asgd_"]
@@ -39,9 +46,58 @@ _NARROW = {"bfloat16": _rounding.narrow_bf16, "float16": _rounding.narrow_f16}
 _NARROW_SR = {"bfloat16": _rounding.narrow_bf16_sr, "float16": _rounding.narrow_f16_sr}
 
 
+def _is_q8(x):
+    """Whether ``x`` is an 8-bit state (exactly a QuantizedState, as the kernels test)."""
+    return type(x) is quant.QuantizedState
+
+
+def _check_q8_array(a, name, dtype, shape, writable):
+    """One array of an 8-bit state, as the kernels check it (fastadam/_validate.pxi)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"Invalid {name}: expected a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype or not a.dtype.isnative:
+        raise TypeError(f"Invalid {name} dtype: expected {np.dtype(dtype).name}, got "
+                        f"{a.dtype.str} ({a.dtype})")
+    if not (a.flags.c_contiguous and a.flags.aligned):
+        raise ValueError(f"Invalid {name}: not C-contiguous and aligned (a copy would not be "
+                         f"updated in place)")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"Invalid {name}: read-only, but it is updated in place")
+    if a.shape != shape:
+        raise ValueError(f"Invalid {name} shape: expected {shape}, got {a.shape}")
+
+
+def _check_q8(param, name, state):
+    """An 8-bit state of ``param``: uint8 codes of its shape, float32 absmax (one per
+    block), a map the kernels' table accepts (quant.bucket_table)."""
+    codes, absmax, qmap = state
+    _check_q8_array(codes, name + ".codes", np.uint8, param.shape, True)
+    _check_q8_array(absmax, name + ".absmax", np.float32, (quant.nblocks(param.size),), True)
+    _check_q8_array(qmap, name + ".qmap", np.float32, (quant.CODES,), False)
+    try:
+        quant.bucket_table(qmap)
+    except (TypeError, ValueError) as e:
+        raise type(e)(str(e).replace("Invalid qmap", f"Invalid {name}.qmap", 1)) from None
+
+
+def _check_apart(param, grad, copy, states):
+    """No two arrays share memory (the 8-bit states' codes and absmax included), as the
+    kernels require; the later one of a pair is named."""
+    arrays = [("param", param), ("grad", grad), ("param_copy", copy)]
+    arrays += [(n, s.codes if _is_q8(s) else s) for n, s in states.items()]
+    arrays += [(f"{n}.absmax", s.absmax) for n, s in states.items() if _is_q8(s)]
+    arrays = [(n, a) for n, a in arrays if a is not None]
+    for j, (nj, aj) in enumerate(arrays):
+        for ni, ai in arrays[:j]:
+            if aj.size and ai.size and np.may_share_memory(ai, aj):
+                raise ValueError(f"Invalid {nj}: it shares memory with {ni}; every array "
+                                 f"must be a separate buffer")
+
+
 def _check_storage(param, grad, states, copy, rounding, seed):
     """The kernels' rules for dtypes (MIXING), ``rounding`` and ``seed``; TypeError or
-    ValueError naming the argument. ``states``: name -> array (those given)."""
+    ValueError naming the argument. ``states``: name -> array or QuantizedState (those
+    given)."""
     dtype = param.dtype.name
     if dtype not in _registry.MIXING:
         raise TypeError(f"Invalid param dtype: expected one of {_registry.DTYPE_NAMES}, "
@@ -50,14 +106,30 @@ def _check_storage(param, grad, states, copy, rounding, seed):
     if grad.dtype.name not in mixing["grad"]:
         raise TypeError(f"Invalid grad dtype: a {dtype} param takes {mixing['grad']} grads, "
                         f"got {grad.dtype.name}")
-    first = next(iter(states.values())).dtype if states else None
+    first = None        # the first state given: True if 8-bit, else its dtype
     for name, s in states.items():
-        if s.dtype.name not in mixing["state"] or s.dtype != first:
+        q8 = _is_q8(s)
+        if q8:
+            if not mixing["state8"]:
+                raise TypeError(f"Invalid {name}: a {dtype} param has no 8-bit states (the "
+                                f"kernels compute them in float32: float32, bfloat16 and "
+                                f"float16 params may)")
+            _check_q8(param, name, s)
+        elif s.dtype.name not in mixing["state"] or (
+                first is not None and first is not True and s.dtype != first):
             raise TypeError(f"Invalid {name} dtype: a {dtype} param takes {mixing['state']} "
                             f"states, all of one dtype; got {s.dtype.name}")
+        if first is not None and q8 != (first is True):
+            raise TypeError(f"Invalid {name}: a tensor's states are all 8-bit or all one "
+                            f"dtype; this one is {'8-bit' if q8 else s.dtype.name}, the "
+                            f"others are not")
+        if first is None:
+            first = True if q8 else s.dtype
     if copy is not None and copy.dtype.name not in mixing["copy"]:
         raise TypeError(f"Invalid param_copy: a {dtype} param takes {mixing['copy'] or 'no'} "
                         f"copies, got {copy.dtype.name}")
+    if first is True:
+        _check_apart(param, grad, copy, states)
     if type(rounding) is not str:
         raise TypeError(f"Invalid rounding: expected one of {_registry.ROUNDINGS}")
     if rounding not in _registry.ROUNDINGS:
@@ -78,9 +150,19 @@ def _store(wide, array, key=None):
     array.view(np.uint16)[...] = bits.reshape(array.shape)
 
 
+def _widened(a):
+    """The float32 values a 16-bit array or an 8-bit state stands for (None: neither)."""
+    if _is_q8(a):
+        return a.dequantize()
+    if a.dtype.name in _WIDEN:
+        return np.asarray(_WIDEN[a.dtype.name](a.view(np.uint16))).reshape(a.shape)
+    return None
+
+
 def _storage(rule):
     """``rule`` (an update on float32 or float64 arrays) taking what the kernel takes:
-    16-bit arrays, ``param_copy``, ``rounding`` and ``seed`` (see the module docstring)."""
+    16-bit arrays, 8-bit states, ``param_copy``, ``rounding`` and ``seed`` (see the module
+    docstring)."""
     entry = _registry.by_name(rule.__name__[:-1])
     positional = [s.name for s in entry.states if s.when is None]
     keyword = [s.name for s in entry.states if s.when is not None]
@@ -90,15 +172,17 @@ def _storage(rule):
         states = dict(zip(positional, arrays))       # the scalar states follow: kept as is
         states.update((n, kw[n]) for n in keyword if kw.get(n) is not None)
         _check_storage(param, grad, states, param_copy, rounding, seed)
-        wide = {n: np.asarray(_WIDEN[a.dtype.name](a.view(np.uint16))).reshape(a.shape)
-                for n, a in {"param": param, "grad": grad, **states}.items()
-                if a.dtype.name in _WIDEN}
+        wide = {n: w for n, w in ((n, _widened(a)) for n, a in
+                                  {"param": param, "grad": grad, **states}.items())
+                if w is not None}
         args = [wide.get(n, a) for n, a in zip(positional, arrays)] + \
             list(arrays[len(positional):])
         kw.update((n, wide[n]) for n in keyword if n in wide)
         rule(wide.get("param", param), wide.get("grad", grad), *args, **kw)
         for name, array in states.items():
-            if name in wide:
+            if _is_q8(array):
+                array.codes[...], array.absmax[...] = quant.quantize(wide[name], array.qmap)
+            elif name in wide:
                 _store(wide[name], array)
         if "param" in wide:
             stochastic = rounding == "stochastic"
