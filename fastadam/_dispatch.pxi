@@ -183,6 +183,7 @@ cdef struct Job:
     Py_ssize_t nseg
     Py_ssize_t per_part     # elements per part (the last part may have fewer)
     Py_ssize_t unit         # each segment counts as a multiple of this many elements
+    unsigned smask          # the states the options use (the converter's ``smask``)
 
 
 cdef inline Py_ssize_t _padded(Py_ssize_t n, Py_ssize_t unit) noexcept nogil:
@@ -202,7 +203,7 @@ cdef void _run_part(void* ctx, int part, int nparts) noexcept nogil:
             a = lo - start if lo > start else 0
             b = hi - start if hi - start < n else n
             if a < b and job.convert != NULL:
-                job.convert(job.fn, job.consts, job.grad_mul, &job.segs[i], a, b)
+                job.convert(job.fn, job.consts, job.grad_mul, &job.segs[i], a, b, job.smask)
             elif a < b:
                 job.fn(job.consts, job.grad_mul, &job.segs[i], a, b)
         start += _padded(n, job.unit)
@@ -226,19 +227,21 @@ cdef inline int _nparts(Py_ssize_t total, Py_ssize_t nseg, Py_ssize_t min_per) n
 
 
 cdef void _run(int kernel, int cls, const void* consts, double grad_mul, const Seg* segs,
-               Py_ssize_t nseg, Py_ssize_t total) noexcept nogil:
+               Py_ssize_t nseg, Py_ssize_t total, unsigned smask) noexcept nogil:
     """Apply one kernel (its loop constants ``consts``) to every segment, all of one class
-    (F32, F64 or CONVERT), split over threads when large enough."""
+    (F32, F64 or CONVERT), split over threads when large enough; ``smask``: the states the
+    options use (bit k: state k)."""
     cdef Job job
     cdef Py_ssize_t i
     cdef int comp = F32 if cls == CONVERT else cls
     cdef int nparts = _nparts(total, nseg, MIN_PER_THREAD[kernel][comp])
     job.fn = _table.fn[kernel][comp]
     job.convert = _table.convert if cls == CONVERT else NULL
+    job.smask = smask
     if nparts <= 1:
         for i in range(nseg):
             if job.convert != NULL:
-                job.convert(job.fn, consts, grad_mul, &segs[i], 0, segs[i].n)
+                job.convert(job.fn, consts, grad_mul, &segs[i], 0, segs[i].n, smask)
             else:
                 job.fn(consts, grad_mul, &segs[i], 0, segs[i].n)
         return

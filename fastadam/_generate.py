@@ -121,6 +121,10 @@ def context(reg, reg_dir=HERE):
             read.append(f"{opt.kernel}_check(h)")
         need = [f"hp.need[{j}] = " + ("True" if s.when is None else _cexpr(s.when, names))
                 for j, s in enumerate(opt.states)]
+        # the functional's mask of the states its options use (the converter's smask)
+        smask = " | ".join(f"{1 << j}" if s.when is None else
+                           f"({1 << j} if {_cexpr(s.when, names)} else 0)"
+                           for j, s in enumerate(opt.states)) or "0"
         missing = []
         for s in opt.states:
             if s.when is not None:
@@ -169,6 +173,7 @@ def context(reg, reg_dir=HERE):
             name=opt.name, index=i, kernel=opt.kernel, kid=f"K_{opt.kernel.upper()}",
             args=[h.name for h in offered], defaults=defaults, read_lines=read,
             need_lines=need, missing_lines=missing, state_names=[s.name for s in opt.states],
+            smask=smask,
             signature=", ".join(sig), stub=", ".join(stub), doc=opt.doc.rstrip() + _HALF_DOC,
             scalar_names=scalar_names,
             required=" | ".join(f"({r})" for r in req), step_expr=step_expr,

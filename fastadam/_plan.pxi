@@ -396,9 +396,11 @@ cdef class Plan:
         return 0
 
     cdef int _prepare_runs(self, object runs, const Py_ssize_t* run_of, Consts* c,
-                           double* grad_mul, ScalarState* sc, list sct) except -1:
+                           double* grad_mul, ScalarState* sc, unsigned* smask,
+                           list sct) except -1:
         """Check each run (hyper, step, scalars) and compute its loop constants into
-        ``c[r]``, ``grad_mul[r]`` and ``sc[r]``; its scalar arrays are appended to ``sct``."""
+        ``c[r]``, ``grad_mul[r]``, ``sc[r]`` and the states it uses into ``smask[r]``; its
+        scalar arrays are appended to ``sct``."""
         cdef Py_ssize_t r
         cdef Hyperparams hp
         for r in range(len(runs)):
@@ -415,6 +417,7 @@ cdef class Plan:
             if hp.kernel != self.kernel:
                 raise ValueError("Plan: built for another optimizer")
             _prepare(hp, &c[r], &grad_mul[r], _step(step), &sc[r])
+            smask[r] = hp.smask()
             self._check_states(hp, run_of, r)
         return 0
 
@@ -489,9 +492,11 @@ cdef class Plan:
         cdef Consts c1
         cdef double gm1, norm, coef, factor = 1.0, scale
         cdef ScalarState sc1
+        cdef unsigned sm1 = 0
         cdef Consts* c = &c1
         cdef double* grad_mul = &gm1
         cdef ScalarState* sc = &sc1
+        cdef unsigned* smask = &sm1
         cdef GradPolicy pol
         cdef bint bad, prepass, stochastic
         cdef uint64_t sd
@@ -527,17 +532,19 @@ cdef class Plan:
                 c = <Consts*>malloc(nruns * sizeof(Consts))
                 grad_mul = <double*>malloc(nruns * sizeof(double))
                 sc = <ScalarState*>malloc(nruns * sizeof(ScalarState))
-                if c == NULL or grad_mul == NULL or sc == NULL:
+                smask = <unsigned*>malloc(nruns * sizeof(unsigned))
+                if c == NULL or grad_mul == NULL or sc == NULL or smask == NULL:
                     raise MemoryError()
             if runs is None:
                 sct1 = self._scalars(scalars, sc)
                 if hyper.kernel != self.kernel:
                     raise ValueError("Plan: built for another optimizer")
                 _prepare(hyper, c, grad_mul, _step(step), sc)
+                smask[0] = hyper.smask()
                 self._check_states(hyper, NULL, 0)
             else:
                 sct = []
-                self._prepare_runs(runs, ro, c, grad_mul, sc, sct)
+                self._prepare_runs(runs, ro, c, grad_mul, sc, smask, sct)
             _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
             stochastic = _stochastic(rounding)
             sd = _seed(seed)
@@ -606,7 +613,7 @@ cdef class Plan:
                         if n:
                             _run(self.kernel, b % N_CLASSES, &c[b // N_CLASSES],
                                  grad_mul[b // N_CLASSES] * scale, segs + first[b], n,
-                                 total[b])
+                                 total[b], smask[b // N_CLASSES])
                 if self.nscalars and runs is None:
                     _write_scalars(sc, sct1)
                 elif self.nscalars:
@@ -621,6 +628,7 @@ cdef class Plan:
                 free(c)
                 free(grad_mul)
                 free(sc)
+                free(smask)
             free(rfirst)
             free(rtotal)
             free(rblocks)

@@ -10,12 +10,13 @@ non-negative second moments (Adam's ``exp_avg_sq``).
 Quantizing a block (what the kernels do after each step, in the same pass):
 
 - ``absmax`` is the largest magnitude in the block (a NaN anywhere makes it NaN);
-- a block whose absmax is 0 gets code 0 everywhere (as bitsandbytes);
+- a block whose absmax is 0 gets code 0 everywhere (as bitsandbytes), and so does a block
+  whose absmax is NaN (each of its elements dequantizes to NaN whatever its code);
 - otherwise each element ``x`` becomes ``y = x * (1 / absmax)`` (float32, as bitsandbytes)
   and takes the nearest code: between neighbours ``qmap[k] < y <= qmap[k+1]`` it takes k+1
   when ``qmap[k+1] - y < y - qmap[k]`` in float32, else k (a tie goes to the lower code:
-  bitsandbytes' nearest-code search). ``y`` beyond the map takes the end code; a NaN takes
-  the code nearest to +-1 by its sign.
+  bitsandbytes' nearest-code search). ``y`` beyond the map takes the end code; a NaN ``y``
+  (an infinite value times 0, in a block whose absmax is infinite) takes the code of 0.
 
 The kernels find the code without a search: each map has a table over the float bits of
 ``|y|`` (``bucket_table``), where every bucket holds at most one switch to the next code;
@@ -167,11 +168,7 @@ def nearest_code(y, qmap):
     """The code of each float32 ``y`` (already divided by its block's absmax)."""
     y = np.asarray(y, dtype=np.float32)
     u = thresholds(qmap)
-    code = np.searchsorted(u, y, side="right")
-    nan = np.isnan(y)
-    if np.any(nan):
-        ends = np.searchsorted(u, np.array([-1.0, 1.0], np.float32), side="right")
-        code = np.where(nan, np.where(np.signbit(y), ends[0], ends[1]), code)
+    code = np.searchsorted(u, np.where(np.isnan(y), np.float32(0.0), y), side="right")
     return code.astype(np.uint8)
 
 
@@ -237,6 +234,7 @@ def table_code(y, qmap):
     (equal to :func:`nearest_code`; the tests check it over every bucket)."""
     _, table = bucket_table(qmap)
     b = np.asarray(y, dtype=np.float32).view(np.uint32)
+    b = np.where((b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000), np.uint32(0), b)
     m = b & np.uint32(0x7FFFFFFF)
     j = np.clip((m >> np.uint32(BUCKET_SHIFT)).astype(np.int64) - BUCKET_LO, 0, NBUCKETS - 1)
     e = table[j + np.where(b & _SIGN, NBUCKETS, 0)]
@@ -270,7 +268,7 @@ def quantize(x, qmap):
     scale = np.repeat(absmax, BLOCK)[:flat.size]
     with np.errstate(divide="ignore", invalid="ignore"):
         y = flat * (np.float32(1.0) / scale)
-    codes = np.where(scale == 0, np.uint8(0), nearest_code(y, qmap))
+    codes = np.where((scale == 0) | np.isnan(scale), np.uint8(0), nearest_code(y, qmap))
     return codes.astype(np.uint8).reshape(x.shape), absmax
 
 

@@ -41,10 +41,14 @@ typedef struct {
 /* Whether the AVX-512 path may use AVX512_VBMI (set once by fa_q_init at module import). */
 static int fa_q_vbmi = 0;
 
-/* One element's code: the bucket of |y| (sign-magnitude bits b), then the switch. */
+/* One element's code: the bucket of |y| (sign-magnitude bits b), then the switch. A NaN
+ * (inf * 0: an infinite value in a block whose absmax is inf) takes the code of 0. */
 static FA_INLINE uint8_t fa_q_code(uint32_t b, const uint32_t* table) {
-    uint32_t m = b & 0x7fffffffu, e;
-    int32_t j = (int32_t)(m >> FA_QSHIFT) - FA_QLO;
+    uint32_t m, e;
+    int32_t j;
+    b = (b & 0x7fffffffu) > 0x7f800000u ? 0u : b;
+    m = b & 0x7fffffffu;
+    j = (int32_t)(m >> FA_QSHIFT) - FA_QLO;
     j = j < 0 ? 0 : j;
     j = j > FA_QNB - 1 ? FA_QNB - 1 : j;
     e = table[j + (int32_t)(b >> 31) * FA_QNB];
@@ -217,12 +221,15 @@ static FA_INLINE void fa_q_codes(const float* x, float inv, const uint32_t* tabl
         const __m512i top = _mm512_set1_epi32(FA_QNB - 1), nb = _mm512_set1_epi32(FA_QNB);
         const __m512i low = _mm512_set1_epi32((1 << FA_QSHIFT) - 1);
         const __m512i byte = _mm512_set1_epi32(0xff), zero = _mm512_setzero_si512();
+        const __m512i inf = _mm512_set1_epi32(0x7f800000);
         for (; i + 16 <= n; i += 16) {
             __m512i b = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(x + i), vinv));
             __m512i m = _mm512_and_si512(b, mag);
-            __m512i j = _mm512_sub_epi32(_mm512_srli_epi32(m, FA_QSHIFT), lo);
-            __m512i e, code;
-            __mmask16 hi;
+            __m512i j, e, code;
+            __mmask16 hi, nan = _mm512_cmpgt_epi32_mask(m, inf);
+            b = _mm512_mask_mov_epi32(b, nan, zero);          /* a NaN: as 0 */
+            m = _mm512_mask_mov_epi32(m, nan, zero);
+            j = _mm512_sub_epi32(_mm512_srli_epi32(m, FA_QSHIFT), lo);
             j = _mm512_min_epi32(_mm512_max_epi32(j, zero), top);
             j = _mm512_add_epi32(j, _mm512_and_si512(_mm512_srai_epi32(b, 31), nb));
             e = _mm512_i32gather_epi32(j, (const void*)table, 4);
@@ -239,12 +246,15 @@ static FA_INLINE void fa_q_codes(const float* x, float inv, const uint32_t* tabl
     const __m256i low = _mm256_set1_epi32((1 << FA_QSHIFT) - 1);
     const __m256i byte = _mm256_set1_epi32(0xff), zero = _mm256_setzero_si256();
     (void)w;
+    const __m256i inf = _mm256_set1_epi32(0x7f800000);
     for (; i + 8 <= n; i += 8) {
         __m256i b = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
         __m256i m = _mm256_and_si256(b, mag);
-        __m256i j = _mm256_sub_epi32(_mm256_srli_epi32(m, FA_QSHIFT), lo);
-        __m256i e, code, packed;
+        __m256i nan = _mm256_cmpgt_epi32(m, inf), j, e, code, packed;     /* a NaN: as 0 */
         __m128i h;
+        b = _mm256_andnot_si256(nan, b);
+        m = _mm256_andnot_si256(nan, m);
+        j = _mm256_sub_epi32(_mm256_srli_epi32(m, FA_QSHIFT), lo);
         j = _mm256_min_epi32(_mm256_max_epi32(j, zero), top);
         j = _mm256_add_epi32(j, _mm256_and_si256(_mm256_srai_epi32(b, 31), nb));
         e = _mm256_i32gather_epi32((const int*)table, j, 4);
@@ -264,11 +274,13 @@ static FA_INLINE void fa_q_codes(const float* x, float inv, const uint32_t* tabl
         codes[i] = fa_q_code(fa_f32_bits(x[i] * inv), table);
 }
 
-/* Quantize a block: its absmax (returned), and each element's nearest code against it. */
+/* Quantize a block: its absmax (returned), and each element's nearest code against it. A
+ * block whose absmax is 0 or NaN gets code 0 everywhere (every element of a NaN block
+ * dequantizes to NaN whatever its code). */
 static FA_INLINE float fa_q_narrow(const float* x, const uint32_t* table, const fa_q_words* w,
                                    uint8_t* codes, ptrdiff_t n) {
     float absmax = fa_q_absmax(x, n);
-    if (absmax == 0.0f)
+    if (!(absmax > 0.0f))
         memset(codes, 0, (size_t)n);
     else
         fa_q_codes(x, 1.0f / absmax, table, w, codes, n);
