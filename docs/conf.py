@@ -81,6 +81,7 @@ intersphinx_timeout = 10
 # machine); interactive_race.py is shown, and the page it makes is generated once by
 # fastadam_docs and embedded.
 _executed = ("compare_optimizers", "train_mlp_digits", "train_mlp_digits_bf16",
+             "train_mlp_digits_8bit",
              "minimize_quadratic",
              "linear_regression")
 sphinx_gallery_conf = {
