@@ -474,10 +474,13 @@ OPTIMIZERS = (
     Optimizer(
         # The benchmark's bandwidth probe: Adam's memory traffic, trivial arithmetic.
         # Adam's thresholds, so that "% of roofline" compares like with like.
-        # Its 16-bit layouts stand for the mixed-dtype steps (fastadam/kernels/probe.pxi).
+        # Its 16-bit and 8-bit layouts stand for the mixed-dtype and 8-bit-state steps
+        # (fastadam/kernels/probe.pxi).
         "roofline", "probe",
-        hyper=(Hyper("half_states", False, "flag"), Hyper("offload", False, "flag")),
-        states=(State("exp_avg"), State("exp_avg_sq"), State("copy_words", "offload")),
+        hyper=(Hyper("half_states", False, "flag"), Hyper("offload", False, "flag"),
+               Hyper("byte_states", False, "flag")),
+        states=(State("exp_avg"), State("exp_avg_sq"),
+                State("copy_words", "offload or byte_states")),
         min_per_thread=(1 << 15, 1 << 14),
         doc="""The bandwidth probe: Adam's memory traffic with trivial arithmetic,
     ``param += grad``, ``exp_avg += grad``, ``exp_avg_sq += grad`` (reads all four arrays,
@@ -488,7 +491,13 @@ OPTIMIZERS = (
     ``2*n`` bytes of an array: ``half_states`` makes exp_avg and exp_avg_sq 16-bit words
     (float32 params with 16-bit states); ``offload`` reads grad as 16-bit words and writes
     ``copy_words`` (16-bit words, not read), as a float32 step with a 16-bit grad and a
-    16-bit ``param_copy``. All-16-bit steps are the plain probe over ``n/2`` elements."""),
+    16-bit ``param_copy``. All-16-bit steps are the plain probe over ``n/2`` elements.
+
+    ``byte_states`` stands for a step with 8-bit states: exp_avg and exp_avg_sq are bytes
+    (over the first ``n`` bytes of each array, read and written), and ``copy_words`` holds
+    their float32 block scales, two per block of 256 elements (over its first
+    ``2*ceil(n/256)`` float32 words, each read and written), as the absmax of each 8-bit
+    state; not with ``half_states`` or ``offload``."""),
 )
 
 

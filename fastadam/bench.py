@@ -16,12 +16,15 @@ slows all of them alike. Columns:
 
 The 16-bit section (``--only 16-bit``; see HALF_MODES) has its own columns: bytes read and
 written per element, and %roof against the probe over the same streams in the same dtypes.
+So has the 8-bit section (``--only 8-bit``; see run_8bit): fastadam's float32 and 8-bit
+steps, bitsandbytes' and torchao's 8-bit optimizers, each against the probe of its traffic.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
 import platform
 import statistics
@@ -32,7 +35,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 import fastadam
-from fastadam import _core, _registry, _tuned, reference
+from fastadam import _core, _registry, _tuned, quant, reference
 from fastadam.config import cpu_features
 
 torch = None      # the torch module once load_torch() found it: the optional columns
@@ -759,6 +762,251 @@ def run_half(args, out) -> None:
     run_half_profile(args, out)
 
 
+# ---------------------------------------------------------------------------- 8-bit states
+
+# Steps with 8-bit block-wise states (fastadam/quant.py: uint8 codes, a float32 absmax per
+# block of 256, bitsandbytes' dynamic maps), each row group one optimizer at one size and
+# thread count: fastadam's float32 step (float32 states), fastadam's 8-bit step (every state
+# a QuantizedState, its map the registry's: signed, or unsigned for second moments), and,
+# when torch is used and they import, bitsandbytes' 8-bit class on CPU tensors and (Adam
+# only) torchao's AdamW8bit (weight_decay=0: Adam's step). Each row is set against the
+# probe of its kind: the plain probe (Adam's float32 streams) for the float32 step, the
+# byte_states probe (float32 p and g, byte states, two float32 scales per block) for the
+# 8-bit ones; %roof is the row's GB/s over that probe's.
+Q8_SIZES = (100_000, 1_000_000, 10_000_000)
+Q8_QUICK_SIZES = (100_000, 1_000_000)
+Q8_OTHERS = ("lion", "sgd", "rmsprop", "adagrad")   # at the section's largest size
+# bitsandbytes' class per optimizer, and the hyperparameters it is given (the report's:
+# each entry's defaults with its ``bench`` values)
+BNB_CLASSES = {"adam": ("Adam8bit", ("lr", "betas", "eps")),
+               "lion": ("Lion8bit", ("lr", "betas")),
+               "sgd": ("SGD8bit", ("lr", "momentum")),
+               "rmsprop": ("RMSprop8bit", ("lr", "alpha", "eps")),
+               "adagrad": ("Adagrad8bit", ("lr", "eps"))}
+Q8_BLOCK = quant.BLOCK      # fastadam's block (256), bitsandbytes' and torchao's too
+
+
+def load_8bit_libraries(with_torch: bool) -> Dict[str, object]:
+    """bitsandbytes and torchao.optim by name: the module, or why it is absent (a str)."""
+    if not with_torch:
+        why = "torch not used: --no-torch, or not installed"
+        return {"bitsandbytes": why, "torchao": why}
+    found: Dict[str, object] = {}
+    for name, module in (("bitsandbytes", "bitsandbytes.optim"), ("torchao", "torchao.optim")):
+        try:
+            importlib.import_module(module)
+            found[name] = sys.modules[name]
+        except Exception as e:      # noqa: BLE001 - any failure to import makes it absent
+            found[name] = f"not importable ({type(e).__name__})"
+    return found
+
+
+def _hyper(opt: str) -> dict:
+    entry = _registry.by_name(opt)
+    return {**{h.name: h.default for h in entry.hyper}, **entry.bench}
+
+
+def _functional(opt: str, p, g, states) -> Callable[[], object]:
+    """The functional step of ``opt`` with its ``bench`` hyperparameters on ``states`` (the
+    used states, float32 arrays or QuantizedState), as make_case calls it."""
+    entry = _registry.by_name(opt)
+    used = _used_states(opt)
+    pos = [a for s, a in zip(used, states) if s.when is None]
+    hyper = _hyper(opt)
+    pos += [np.array(hyper[c.init] if isinstance(c.init, str) else c.init, np.float32)
+            for c in entry.scalars]
+    kw = {**entry.bench, **{s.name: a for s, a in zip(used, states) if s.when is not None}}
+    fn = getattr(fastadam, f"{opt}_")
+    return lambda: fn(p, g, *pos, **kw)
+
+
+def _traffic_8bit(p, g, states, n: int) -> float:
+    """Bytes per element a step moves: p read and written, g read, and each state's arrays
+    (codes and absmax, or the float32 array) read and written; a map (256 floats, in cache)
+    is not counted."""
+    arrays = [a for s in states for a in ((s.codes, s.absmax) if hasattr(s, "codes") else (s,))]
+    return (2 * p.nbytes + g.nbytes + 2 * sum(a.nbytes for a in arrays)) / n
+
+
+def _tensor_traffic(tensors, states, n: int) -> float:
+    """The same for torch tensors: ``tensors`` (param, grad) and the state tensors."""
+    p, g = tensors
+    size = lambda t: t.numel() * t.element_size()  # noqa: E731
+    return (2 * size(p) + size(g) + 2 * sum(size(t) for t in states)) / n
+
+
+def _bnb_case(lib, opt: str, p, g) -> dict:
+    """bitsandbytes' 8-bit class for ``opt`` on copies of ``p`` (CPU tensors); absent (a
+    str) if this bitsandbytes has no such class or keeps 32-bit states."""
+    name, keys = BNB_CLASSES[opt]
+    cls = getattr(lib.optim, name, None)
+    if cls is None:
+        return {"absent": f"bitsandbytes has no {name}"}
+    hyper = _hyper(opt)
+    tp = torch.from_numpy(p.copy())
+    tp.grad = torch.from_numpy(g.copy())
+    try:
+        o = cls([tp], min_8bit_size=1, **{k: hyper[k] for k in keys})
+        o.step()
+    except Exception as e:          # noqa: BLE001 - a failure makes the row absent
+        return {"absent": f"{name} failed ({type(e).__name__}: {str(e)[:60]})"}
+    st = o.state[tp]
+    codes = [t for k, t in st.items() if k.startswith("state")]
+    if not codes or any(t.dtype != torch.uint8 for t in codes):
+        return {"absent": f"{name} kept 32-bit states"}
+    kept = codes + [t for k, t in st.items() if k.startswith("absmax")]
+    return {"label": f"bnb {name}", "fn": o.step, "bytes": _tensor_traffic((tp, tp.grad),
+                                                                          kept, p.size)}
+
+
+def _torchao_case(lib, p, g) -> dict:
+    """torchao's AdamW8bit (weight_decay=0) on CPU tensors. It keeps 32-bit states unless
+    the size is a multiple of its block (256), so it runs on ``p`` padded to one, ``m``
+    elements (its own n in the row). Its step is compiled (torch.compile) at the first call
+    and again at each thread count (``warm``: compiled code keeps the thread count it was
+    built with)."""
+    n = p.size
+    m = -(-n // Q8_BLOCK) * Q8_BLOCK
+    tp = torch.from_numpy(np.resize(p, m))
+    tp.grad = torch.from_numpy(np.resize(g, m))
+    hyper = _hyper("adam")
+    try:
+        o = lib.optim.AdamW8bit([tp], lr=hyper["lr"], betas=hyper["betas"], eps=hyper["eps"],
+                                weight_decay=0.0)
+        _quiet_step(o)
+    except Exception as e:          # noqa: BLE001 - a failure makes the row absent
+        return {"absent": f"AdamW8bit failed ({type(e).__name__}: {str(e)[:60]})"}
+    st = o.state[tp]
+    if not all(hasattr(st[k], "codes") for k in ("exp_avg", "exp_avg_sq")):
+        return {"absent": "AdamW8bit kept 32-bit states"}
+    kept = [t for k in ("exp_avg", "exp_avg_sq") for t in (st[k].codes, st[k].scale)]
+
+    def warm():
+        torch._dynamo.reset()
+        _quiet_step(o)
+    return {"label": "torchao AdamW8bit", "fn": o.step, "n": m, "warm": warm,
+            "bytes": _tensor_traffic((tp, tp.grad), kept, m)}
+
+
+def _quiet_step(o) -> None:
+    """A step with warnings silenced (torchao warns once about its tensor subclass when it
+    compiles)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        o.step()
+
+
+def make_8bit_case(opt: str, n: int, rng: np.random.Generator,
+                   libs: Optional[Dict[str, object]] = None) -> dict:
+    """One group of the 8-bit section: ``rows``, in order, each a dict with ``label``,
+    ``fn`` (or ``absent``: why the row has no figure), ``bytes`` per element, ``n``,
+    ``probe`` ("probe 32-bit" or "probe 8-bit": the probe it is set against) and
+    optionally ``warm`` (run at each thread count before timing); ``probes``: the two
+    probes' callables and bytes per element."""
+    libs = libs or {}
+    used = _used_states(opt)
+    p, g, *s32 = _arrays(n, np.float32, rng, 2 + len(used))
+    p8, g8 = p.copy(), g.copy()
+    s8 = [quant.QuantizedState.from_float(a, signed=s.qmap == "signed")
+          for s, a in zip(used, s32)]
+    rows = [{"label": "fastadam 32-bit", "fn": _functional(opt, p, g, s32), "n": n,
+             "bytes": _traffic_8bit(p, g, s32, n), "probe": "probe 32-bit"},
+            {"label": "fastadam 8-bit", "fn": _functional(opt, p8, g8, s8), "n": n,
+             "bytes": _traffic_8bit(p8, g8, s8, n), "probe": "probe 8-bit"}]
+    bnb, tao = libs.get("bitsandbytes"), libs.get("torchao")
+    bnb_row = ({"absent": f"bitsandbytes: {bnb}"} if isinstance(bnb, str) or bnb is None
+               else _bnb_case(bnb, opt, p, g))
+    rows.append({"label": f"bnb {BNB_CLASSES[opt][0]}", "n": n, **bnb_row})
+    if opt == "adam":
+        tao_row = ({"absent": f"torchao: {tao}"} if isinstance(tao, str) or tao is None
+                   else _torchao_case(tao, p, g))
+        rows.append({"label": "torchao AdamW8bit", "n": n, **tao_row})
+    for row in rows[2:]:
+        row.setdefault("probe", "probe 8-bit")
+    # the probes' own arrays; the 8-bit probe's states are bytes over the first n bytes of
+    # float32 arrays, its scales the first 2*nblocks words of a fifth
+    q = rng.standard_normal((5, n), dtype=np.float32)
+    nb = quant.nblocks(n)
+    probes = {"probe 32-bit": (lambda: _core.roofline_(q[0], q[1], q[2], q[3]), 28.0),
+              "probe 8-bit": (lambda: _core.roofline_(q[0], q[1], q[2], q[3], byte_states=True,
+                                                      copy_words=q[4]),
+                              (3 * 4 * n + 4 * n + 2 * 2 * 4 * nb) / n)}
+    return {"rows": rows, "probes": probes}
+
+
+def _fmt_time(sec: float) -> str:
+    return f"{sec * 1e6:8.1f} µs" if sec < 1e-3 else f"{sec * 1e3:8.2f} ms"
+
+
+def eight_bit_rows(opt: str, threads: int, case: dict, t: Dict[str, float]) -> List[str]:
+    """The printed rows of one 8-bit group from the medians ``t`` (by row label)."""
+    base = t.get("fastadam 8-bit")
+    lines = []
+    for row in case["rows"]:
+        head = f"{opt:<8} {row['label']:<18} {threads:>3} {row['n']:>10}"
+        if "absent" in row:
+            lines.append(f"{head} {'absent':>6}   ({row['absent']})")
+            continue
+        sec = t[row["label"]]
+        gbs = row["bytes"] * row["n"] / sec / 1e9
+        probe_sec = t[row["probe"]]
+        probe_gbs = case["probes"][row["probe"]][1] * row["n"] / probe_sec / 1e9
+        roof = 100 * gbs / probe_gbs
+        # above the probe is a fault only against the same traffic (one-state optimizers'
+        # steps move fewer streams than the probe, and can beat it in cache)
+        same = abs(row["bytes"] - case["probes"][row["probe"]][1]) < 1e-9
+        flag = "!" if same and roof > OVER_ROOF else " "
+        lines.append(f"{head} {row['bytes']:6.2f} {_fmt_time(sec)} {_fmt_gbs(gbs)} "
+                     f"{roof:5.0f}%{flag} {_fmt_time(probe_sec)} {sec / base:7.2f}x")
+    return lines
+
+
+def run_8bit(args, out) -> None:
+    """Steps with 8-bit states, 1 thread and all: fastadam's float32 and 8-bit steps,
+    bitsandbytes and torchao side by side, each against the probe of its traffic."""
+    with_torch = not args.no_torch
+    sizes = [n for n in (args.q8_sizes or args.sizes) if n >= _registry.MIN_8BIT_SIZE]
+    if not sizes:
+        return
+    libs = load_8bit_libraries(with_torch)
+    versions = " | ".join(f"{k} {getattr(v, '__version__', '?')}" if not isinstance(v, str)
+                          else f"{k}: {v}" for k, v in libs.items())
+    out("")
+    out("8-bit states (blocks of 256, a float32 absmax each; B/el: bytes read and written "
+        "per element, from the arrays; %roof: GB/s over the probe's with the same "
+        f"kind of traffic, ! above {OVER_ROOF}%; probe: its time; x 8-bit: the row's time "
+        "over fastadam 8-bit's, i.e. fastadam 8-bit's speed-up over it):")
+    out(f"  {versions}; torch on as many threads as fastadam; torchao at n rounded up to a "
+        "multiple of 256 (it keeps 32-bit states otherwise), compiled at each thread count")
+    out("  the probe: 32-bit, Adam's float32 streams (28 B/el); 8-bit, float32 p and g with "
+        "byte states and their scales (16 B/el + 16 per 256); for one-state optimizers "
+        "%roof is a bandwidth share")
+    out(f"{'opt':<8} {'implementation':<18} {'thr':>3} {'n':>10} {'B/el':>6} "
+        f"{'time':>11} {'GB/s':>7} {'%roof':>6} {'probe':>11} {'x 8-bit':>8}")
+    rng = np.random.default_rng(7)
+    groups = [("adam", n) for n in sizes] + [(opt, max(sizes)) for opt in Q8_OTHERS]
+    for opt, n in groups:
+        case = make_8bit_case(opt, n, rng, libs)
+        fns = {r["label"]: r["fn"] for r in case["rows"] if "fn" in r}
+        fns.update({k: fn for k, (fn, _) in case["probes"].items()})
+        for k in _thread_counts():
+            restore = _at_threads(k, with_torch)
+            try:
+                for r in case["rows"]:
+                    if "warm" in r:
+                        r["warm"]()
+                repeats = args.repeats if n < 10_000_000 else max(3, args.repeats // 2)
+                t = side_by_side(fns, repeats, args.target)
+            finally:
+                restore()
+            for line in eight_bit_rows(opt, k, case, t):
+                out(line)
+        out("")
+        del case, fns
+        gc.collect()
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m fastadam.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -774,14 +1022,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--no-torch", action="store_true", help="leave torch out even if present")
     ap.add_argument("--skip-small", action="store_true",
                     help="skip the per-call and many-tensor sections")
-    ap.add_argument("--only", choices=("transformer", "gradient-policy", "16-bit"),
+    ap.add_argument("--only", choices=("transformer", "gradient-policy", "16-bit", "8-bit"),
                     help="run only this section (transformer: the transformer-shaped "
                          "parameter list; gradient-policy: the pre-pass's cost; 16-bit: "
-                         "the 16-bit storage modes)")
+                         "the 16-bit storage modes; 8-bit: 8-bit states against "
+                         "bitsandbytes and torchao)")
     ap.add_argument("--half-sizes", nargs="+", type=lambda s: int(float(s)),
                     help="sizes of the 16-bit section (default: 1e3 to 1e7; quick: to 1e6; "
                          "--sizes when given)")
     ap.add_argument("--skip-16bit", action="store_true", help="skip the 16-bit section")
+    ap.add_argument("--8bit-sizes", dest="q8_sizes", nargs="+", type=lambda s: int(float(s)),
+                    help="Adam's sizes in the 8-bit section (default: 1e5 1e6 1e7; quick: "
+                         "1e5 1e6; --sizes when given, from 4096 up); the other optimizers "
+                         "run at the largest")
+    ap.add_argument("--skip-8bit", action="store_true", help="skip the 8-bit section")
     ap.add_argument("--plot", metavar="FILE.png",
                     help="also draw the table as a figure (speedup against size; needs "
                          "matplotlib): see fastadam/_plot.py")
@@ -796,6 +1050,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             ap.error(str(e))
     if args.sizes is None and args.half_sizes is None:
         args.half_sizes = HALF_QUICK_SIZES if args.quick else HALF_SIZES
+    if args.sizes is None and args.q8_sizes is None:
+        args.q8_sizes = Q8_QUICK_SIZES if args.quick else Q8_SIZES
     args.sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     args.repeats = args.repeats or (5 if args.quick else 7)
     args.target = 0.004 if args.quick else 0.015
@@ -822,7 +1078,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             out(line)
         if args.only:
             {"transformer": run_transformer, "gradient-policy": run_guarded,
-             "16-bit": run_half}[args.only](args, out)
+             "16-bit": run_half, "8-bit": run_8bit}[args.only](args, out)
             return
         out("")
         run_table(args, out)
@@ -834,6 +1090,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         run_threads(args, out)
         if not args.skip_16bit:
             run_half(args, out)
+        if not args.skip_8bit:
+            run_8bit(args, out)
         if args.plot:
             _plot.plot_report(printed, args.plot)
             print(f"\nplot: wrote {args.plot}", flush=True)
