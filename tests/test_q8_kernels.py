@@ -21,7 +21,6 @@ on the widened 16-bit param and grad), each state then quantized back with
 
 import re
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -29,14 +28,10 @@ import fastadam
 from fastadam import _core, _registry, quant
 from fastadam import _rounding as R
 import optimizers as registry
+# the 16-bit storage helpers: widen a 16-bit array, round float32 into one
+from test_half_kernels import HALF, narrowed, store, widen
 from test_registry_kernels import draw, random_states, step_variants
 
-DT = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
-      "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
-HALF = _registry.HALF_DTYPES
-WIDEN = {"bfloat16": R.widen_bf16, "float16": R.widen_f16}
-NARROW = {"bfloat16": R.narrow_bf16, "float16": R.narrow_f16}
-NARROW_SR = {"bfloat16": R.narrow_bf16_sr, "float16": R.narrow_f16_sr}
 SIZES = (0, 1, 255, 256, 257, 4097)
 STEPS = 3
 ROWS = [pytest.param(info, id=info.name) for info in registry.OPTIMIZERS]
@@ -53,28 +48,6 @@ def signed(info, name):
 
 
 # ------------------------------------------------------------------------------ helpers
-
-def widen(a):
-    a = np.asarray(a)
-    if a.dtype.name not in HALF:
-        return a
-    return WIDEN[a.dtype.name](a.view(np.uint16)).reshape(a.shape)
-
-
-def store(x, out, key=None):
-    name = out.dtype.name
-    bits = NARROW[name](x) if key is None else NARROW_SR[name](x, key, 0)
-    out.view(np.uint16)[...] = bits.reshape(out.shape)
-
-
-def narrowed(x, dtype):
-    out = np.empty(np.shape(x), DT[dtype])
-    if dtype in HALF:
-        store(np.asarray(x, np.float32), out)
-    else:
-        out[...] = x
-    return out
-
 
 def start(info, hyper, layout, n, seed):
     """Random param and grads in ``layout``'s dtypes, and the row's random states quantized
