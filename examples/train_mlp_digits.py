@@ -152,6 +152,26 @@ class Model:
         return float((predict(self.params, X) == y).mean())
 
 
+def train_modes(runs, epochs=EPOCHS, batch=BATCH, seed=SEED, grads_of=loss_and_grads):
+    """Train several ``{mode: (params, optimizer)}`` side by side, on the same mini-batches
+    in the order ``seed`` gives (the other digits scripts' loop); yields ``(epoch, {mode:
+    mean train loss of the epoch})``. ``grads_of(params, X, y)`` gives the loss and the
+    grads a step takes."""
+    X_train, _, y_train, _ = load_digits_split(seed)
+    rng = np.random.default_rng(seed + 1)
+    n = len(y_train)
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(n)
+        losses = {mode: [] for mode in runs}
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            for mode, (params, opt) in runs.items():
+                loss, grads = grads_of(params, X_train[idx], y_train[idx])
+                opt.step(grads)
+                losses[mode].append(loss)
+        yield epoch, {mode: float(np.mean(v)) for mode, v in losses.items()}
+
+
 def train(epochs=EPOCHS, batch=BATCH, lr=LR, seed=SEED, progress=True):
     """Train the fastadam and the reference copy side by side; print one line per epoch.
 

@@ -29,7 +29,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_mlp_digits as digits  # noqa: E402  (the network and the data)
@@ -58,23 +57,13 @@ def state_bytes(opt):
 def train(epochs=digits.EPOCHS, batch=digits.BATCH, seed=digits.SEED):
     """Train both modes on the same batches; returns {mode: (train loss of the last epoch,
     test accuracy, state bytes)} and the two optimizers."""
-    X_train, X_test, y_train, y_test = digits.load_digits_split(seed)
+    _, X_test, _, y_test = digits.load_digits_split(seed)
     runs = {mode: make(mode, seed) for mode in MODES}
-    rng = np.random.default_rng(seed + 1)
-    n = len(y_train)
     out = {}
-    for epoch in range(1, epochs + 1):
-        order = rng.permutation(n)
-        losses = {mode: [] for mode in MODES}
-        for start in range(0, n, batch):
-            idx = order[start:start + batch]
-            for mode, (params, opt) in runs.items():
-                loss, grads = digits.loss_and_grads(params, X_train[idx], y_train[idx])
-                opt.step(grads)
-                losses[mode].append(loss)
+    for epoch, losses in digits.train_modes(runs, epochs, batch, seed):
         for mode, (params, opt) in runs.items():
             acc = float((digits.predict(params, X_test) == y_test).mean())
-            out[mode] = (float(np.mean(losses[mode])), acc, state_bytes(opt))
+            out[mode] = (losses[mode], acc, state_bytes(opt))
         print(f"epoch {epoch:2d}/{epochs}: " + ", ".join(
             f"{mode} loss {loss:.4f} acc {acc:.4f}" for mode, (loss, acc, _) in out.items()),
             flush=True)

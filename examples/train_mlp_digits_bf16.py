@@ -63,24 +63,14 @@ def loss_and_grads(params, X, y):
 def train(epochs=digits.EPOCHS, batch=digits.BATCH, seed=digits.SEED):
     """Train every mode on the same batches; returns {mode: (train loss of the last epoch,
     test accuracy)}."""
-    X_train, X_test, y_train, y_test = digits.load_digits_split(seed)
+    _, X_test, _, y_test = digits.load_digits_split(seed)
     runs = {mode: make(mode, seed) for mode in MODES}
-    rng = np.random.default_rng(seed + 1)
-    n = len(y_train)
     out = {}
-    for epoch in range(1, epochs + 1):
-        order = rng.permutation(n)
-        losses = {mode: [] for mode in MODES}
-        for start in range(0, n, batch):
-            idx = order[start:start + batch]
-            for mode, (params, opt) in runs.items():
-                loss, grads = loss_and_grads(params, X_train[idx], y_train[idx])
-                opt.step(grads)
-                losses[mode].append(loss)
+    for epoch, losses in digits.train_modes(runs, epochs, batch, seed, loss_and_grads):
         for mode, (params, _) in runs.items():
             wide = {k: p.astype(np.float32) for k, p in params.items()}
             acc = float((digits.predict(wide, X_test) == y_test).mean())
-            out[mode] = (float(np.mean(losses[mode])), acc)
+            out[mode] = (losses[mode], acc)
         print(f"epoch {epoch:2d}/{epochs}: " + ", ".join(
             f"{mode} loss {loss:.4f} acc {acc:.4f}" for mode, (loss, acc) in out.items()),
             flush=True)
