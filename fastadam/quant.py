@@ -147,6 +147,22 @@ def _check_map(qmap, name="qmap"):
     return q
 
 
+_MISS = object()
+
+
+def _cached(cache, qmap, build):
+    """``build(map)`` for each distinct map, once (cached by its bits): a map seen before
+    costs a dict lookup, the checks run on the first sight of it (the kernels' validation
+    asks for every 8-bit state of every call)."""
+    q = np.asarray(qmap)
+    if q.dtype == np.float32 and q.shape == (CODES,):
+        hit = cache.get(q.tobytes(), _MISS)
+        if hit is not _MISS:
+            return hit
+    q = _check_map(q)
+    return cache.setdefault(q.tobytes(), build(q))
+
+
 def thresholds(qmap):
     """The 255 switch points of the nearest-code rule: ``u[k]`` is the least float32 ``y``
     in ``(qmap[k], qmap[k+1]]`` that takes code k+1, so the code of ``y`` is the number of
@@ -190,11 +206,10 @@ def bucket_table(qmap):
     """``(map, table)`` for a map: a read-only copy of it and its uint32 bucket table
     (2 * NBUCKETS entries), cached by the map's bits. ValueError if the table cannot be exact
     for this map (two switches in one bucket, or one below 2**-23)."""
-    q = _check_map(qmap)
-    key = q.tobytes()
-    hit = _tables.get(key)
-    if hit is not None:
-        return hit
+    return _cached(_tables, qmap, _build_bucket_table)
+
+
+def _build_bucket_table(q):
     u = thresholds(q)
     ub = u.view(np.uint32)
     table = np.empty(2 * NBUCKETS, dtype=np.uint32)
@@ -225,8 +240,7 @@ def bucket_table(qmap):
     table.flags.writeable = False
     m = q.copy()
     m.flags.writeable = False
-    _tables[key] = (m, table)
-    return _tables[key]
+    return m, table
 
 
 def table_code(y, qmap):
@@ -358,10 +372,10 @@ def _side_switches(q, u, side):
 def level_tables(qmap):
     """The arithmetic-code tables of a map (see above) as a dict of arrays, or None if the
     map has no level structure the kernels can use. Cached by the map's bits."""
-    q = _check_map(qmap)
-    key = q.tobytes()
-    if key in _level_cache:
-        return _level_cache[key]
+    return _cached(_level_cache, qmap, _build_level_tables)
+
+
+def _build_level_tables(q):
     u = thresholds(q)
     f32 = np.float32
     mags, codes = _side_switches(q, u, 0)
@@ -374,14 +388,14 @@ def level_tables(qmap):
     if (len(ncodes) > 1 and (k > len(mags) or not np.all((d == 0) | (d == 1))
                              or not np.array_equal(ncodes, mirror - codes[:len(ncodes)]))) \
             or (len(ncodes) == 1 and ncodes[0] != 0):
-        return _level_cache.setdefault(key, None)
+        return None
     if len(ncodes) == 1:
         mirror = 0
     values = q[codes].astype(np.float64)
     decade = np.floor(np.log10(np.maximum(values[1:], 1e-38)) + 1e-6)
     starts = [0] + [1 + i for i in range(len(decade)) if i == 0 or decade[i] != decade[i - 1]]
     if len(starts) > LEVEL_MAX:
-        return _level_cache.setdefault(key, None)
+        return None
     ends = starts[1:] + [len(codes)]
     a = np.zeros(LEVEL_MAX, f32)
     invd = np.zeros(LEVEL_MAX, f32)
@@ -415,7 +429,7 @@ def level_tables(qmap):
         llo[b] = int(np.searchsorted(entry, lo, side="right")) - 1
         inside = entry[(entry > lo) & (entry < hi)]
         if len(inside) > 1 or (b == 0 and len(inside)):
-            return _level_cache.setdefault(key, None)
+            return None
         if len(inside):
             bnd[b] = inside.view(f32)[0]
     delta = f32(worst + 1e-4)
@@ -427,7 +441,7 @@ def level_tables(qmap):
         for v in out.values():
             if isinstance(v, np.ndarray):
                 v.flags.writeable = False
-    return _level_cache.setdefault(key, out)
+    return out
 
 
 def level_code(y, qmap):
@@ -465,11 +479,10 @@ _words_cache = {}
 
 def kernel_words(qmap):
     """The read-only uint32 array of LEVEL_WORDS + PLANE_WORDS words for a map."""
-    q = _check_map(qmap)
-    key = q.tobytes()
-    hit = _words_cache.get(key)
-    if hit is not None:
-        return hit
+    return _cached(_words_cache, qmap, _build_kernel_words)
+
+
+def _build_kernel_words(q):
     w = np.zeros(LEVEL_WORDS + PLANE_WORDS, np.uint32)
     lt = level_tables(q)
     if lt is None:
@@ -481,4 +494,4 @@ def kernel_words(qmap):
         w[:flat.size] = flat
     w[LEVEL_WORDS:] = q.view(np.uint8).reshape(CODES, 4).T.copy().view(np.uint32).ravel()
     w.flags.writeable = False
-    return _words_cache.setdefault(key, w)
+    return w
