@@ -180,6 +180,7 @@ def context(reg, reg_dir=HERE):
             step_key=step_expr,
             grad_mul=("-1.0 if h.maximize else 1.0" if "maximize" in names else "1.0")))
     return dict(dtypes=dtypes, computes=computes, mixing=mixing, state8=state8,
+                state8_block=reg["STATE8_BLOCK"],
                 kernels=kernels,
                 entries=entries, max_states=reg["MAX_STATES"], max_scalars=reg["MAX_SCALARS"],
                 dtype_names=" or ".join(d.name for d in dtypes),

@@ -51,6 +51,9 @@ MIXING = {
 # classes' default size below which a tensor keeps 32-bit states (bitsandbytes' 4096).
 STATE_BITS = (32, 8)
 MIN_8BIT_SIZE = 4096
+# Elements per absmax of an 8-bit state (bitsandbytes' blockwise optimizers' 256); the block
+# converter steps blocks of this size too (fastadam/_kernels.pxi.tp).
+STATE8_BLOCK = 256
 # How a 16-bit param is rounded when it is stored: "nearest" (even), or "stochastic"
 # (unbiased, from a counter-based generator keyed by a seed, the step, the tensor and the
 # element index: the same bits at any thread count, on every SIMD path, after a resume).

@@ -29,11 +29,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastadam._registry import STATE8_BLOCK
+
 __all__ = ["QuantizedState", "dynamic_map", "quantize", "dequantize", "nearest_code",
            "thresholds", "nblocks", "block_absmax", "bucket_table", "table_code",
            "level_tables", "level_code", "kernel_words"]
 
-BLOCK = 256         # elements per block: one absmax each
+BLOCK = STATE8_BLOCK    # elements per block: one absmax each (the registry's)
 CODES = 256         # entries of a map
 
 # bitsandbytes.functional.create_dynamic_map(signed=True) and (signed=False), as float32

@@ -14,8 +14,8 @@
 
 #include "fa_half.h"
 
-/* fastadam/quant.py: BLOCK, BUCKET_SHIFT, BUCKET_LO, NBUCKETS (a test checks they agree). */
-#define FA_QBLOCK 256
+/* fastadam/quant.py's BUCKET_SHIFT, BUCKET_LO, NBUCKETS (tests/c/quant_check.c reads
+ * tables built with those: a difference fails it). */
 #define FA_QSHIFT 15
 #define FA_QLO ((127 - 23) << 8)
 #define FA_QNB ((0x3F800000 >> FA_QSHIFT) - FA_QLO + 1)
