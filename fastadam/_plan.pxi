@@ -55,6 +55,7 @@ cdef class Plan:
     cdef double* blocks         # pre-pass scratch: one partial sum per block
     cdef bint busy              # a step is running (its GIL-free part may be in flight)
     cdef readonly double grad_norm  # the last pre-pass's 2-norm of the unscaled grads
+    cdef double sumsq               # and its sum of squares of the (scaled) grads
 
     def __cinit__(self, int kernel, list params, list states, list keys, list copies=None):
         """params: arrays; states: per tensor a tuple of the kernel's state arrays (its
@@ -315,6 +316,7 @@ cdef class Plan:
             # grad outside class F64) a non-finite sum means a NaN or inf element.
             if not isfinite(sumsq) and (d != F64 or _any_nonfinite_f64(segs + first[b], n)):
                 bad = True
+        self.sumsq = norm2
         self.grad_norm = sqrt(norm2)
         return bad
 
@@ -355,7 +357,9 @@ cdef class Plan:
                 where = tuple(int(j) for j in np.unravel_index(k, g.shape))
                 return (f"Non-finite gradient: {self.grad_names[i]} has {flat[k]} at index "
                         f"{where}; no param or state was changed")
-        return "Non-finite gradient"    # unreachable: the pre-pass found one
+        # (with combined grad_stats: the non-finite element is in another process's grads)
+        return ("Non-finite gradient in the combined grad_stats (not in this process's "
+                "grads); no param or state was changed")
 
     cdef tuple _scalars(self, object scalars, ScalarState* sc):
         """The step's scalar states (one 0-d array per registry scalar, shared by every
@@ -456,7 +460,8 @@ cdef class Plan:
                     False)
 
     def step(self, grads, Hyperparams hyper not None, step, nonfinite="propagate",
-             max_grad_norm=None, grad_scale=None, scalars=None, rounding="nearest", seed=0):
+             max_grad_norm=None, grad_scale=None, scalars=None, rounding="nearest", seed=0,
+             grad_stats=None):
         """One step over every tensor: ``hyper`` from :func:`validate` (for this plan's
         kernel), ``step`` the 1-based number of this step, then the gradient policy
         (nonfinite, max_grad_norm, grad_scale: see _grad_policy); ``scalars``: for an
@@ -468,12 +473,15 @@ cdef class Plan:
 
         Binds and checks the grads, runs the pre-pass if the policy needs it, then the
         update. Returns False when the step was skipped (nonfinite="skip"), True when
-        applied. Everything is checked before anything is written."""
+        applied. Everything is checked before anything is written.
+
+        ``grad_stats``: the pre-pass's result combined over several plans or processes (see
+        :meth:`grad_stats`); the policy then acts on it and this step makes no pre-pass."""
         return self._steps(grads, None, None, nonfinite, max_grad_norm, grad_scale, rounding,
-                           seed, True, hyper, step, scalars)
+                           seed, True, hyper, step, scalars, grad_stats)
 
     def step_runs(self, grads, runs, run_of=None, nonfinite="propagate", max_grad_norm=None,
-                  grad_scale=None, rounding="nearest", seed=0):
+                  grad_scale=None, rounding="nearest", seed=0, grad_stats=None):
         """One step in several runs, in one call: ``runs`` a list of ``(hyper, step,
         scalars)`` as :meth:`step` takes them; ``run_of`` a 1-d numpy.intp array giving each
         tensor's run, or -1 for a tensor that takes no part (its grad must be None; it and
@@ -482,12 +490,22 @@ cdef class Plan:
         norm is theirs, and a skipped step skips every run. Everything is checked before
         anything is written. Returns as :meth:`step`."""
         return self._steps(grads, runs, run_of, nonfinite, max_grad_norm, grad_scale, rounding,
-                           seed, True)
+                           seed, True, None, None, None, grad_stats)
+
+    def grad_stats(self, grads, runs=None, run_of=None):
+        """The pre-pass alone: a float64 array ``[sum of squares, non-finite]`` of the grads
+        (as given: not unscaled) of the tensors taking part (``run_of`` as for
+        :meth:`step_runs`), ``non-finite`` 1.0 when an element is NaN or inf, else 0.0.
+        Such arrays add up: the sum over plans or processes (an all-reduce) is what
+        ``step(..., grad_stats=total)`` takes, so that clipping uses the norm of every grad
+        and a non-finite grad anywhere skips the step everywhere. Writes nothing."""
+        return self._steps(grads, runs, run_of, "propagate", None, None, "nearest", 0, True,
+                           None, None, None, None, True)
 
     cdef object _steps(self, object grads, object runs, object run_of, object nonfinite,
                        object max_grad_norm, object grad_scale, object rounding, object seed,
                        bint apply, Hyperparams hyper=None, object step=None,
-                       object scalars=None):
+                       object scalars=None, object grad_stats=None, bint stats_only=False):
         # ``runs`` None: one run, (hyper, step, scalars), the lean path of step() and check()
         cdef Consts c1
         cdef double gm1, norm, coef, factor = 1.0, scale
@@ -498,7 +516,8 @@ cdef class Plan:
         cdef ScalarState* sc = &sc1
         cdef unsigned* smask = &sm1
         cdef GradPolicy pol
-        cdef bint bad, prepass, stochastic
+        cdef bint bad = False, prepass, stochastic
+        cdef double given_sumsq = 0.0, given_bad = 0.0
         cdef uint64_t sd
         cdef Py_ssize_t nruns, b, i, nbuckets, nblocks, n
         cdef const Py_ssize_t* ro = NULL
@@ -535,7 +554,9 @@ cdef class Plan:
                 smask = <unsigned*>malloc(nruns * sizeof(unsigned))
                 if c == NULL or grad_mul == NULL or sc == NULL or smask == NULL:
                     raise MemoryError()
-            if runs is None:
+            if runs is None and stats_only:
+                pass                # the pre-pass alone: no hyperparameters
+            elif runs is None:
                 sct1 = self._scalars(scalars, sc)
                 if hyper.kernel != self.kernel:
                     raise ValueError("Plan: built for another optimizer")
@@ -546,11 +567,14 @@ cdef class Plan:
                 sct = []
                 self._prepare_runs(runs, ro, c, grad_mul, sc, smask, sct)
             _grad_policy(&pol, nonfinite, max_grad_norm, grad_scale)
+            if grad_stats is not None:
+                given_sumsq, given_bad = _given_stats(grad_stats)
             stochastic = _stochastic(rounding)
             sd = _seed(seed)
             if not apply:
                 return None
-            prepass = pol.nonfinite != NONFINITE_PROPAGATE or pol.max_norm > 0.0
+            prepass = stats_only or (pol.nonfinite != NONFINITE_PROPAGATE
+                                     or pol.max_norm > 0.0)
             # The kernels run without the GIL: a second thread must not rebind the grads
             # of a step in flight. (The optimizer classes hold a lock, so they never get
             # here.)
@@ -592,9 +616,16 @@ cdef class Plan:
                             raise MemoryError()
                         blocks = rblocks
                 self.grad_norm = NAN
-                if prepass:
+                if prepass and grad_stats is None:
                     with nogil:
                         bad = self._prepass(segs, first, total, nbuckets, blocks)
+                    if stats_only:
+                        return np.array([self.sumsq, 1.0 if bad else 0.0])
+                elif prepass:
+                    bad = given_bad > 0.0
+                    self.sumsq = given_sumsq
+                    self.grad_norm = sqrt(given_sumsq)
+                if prepass:
                     if bad and pol.nonfinite == NONFINITE_SKIP:
                         return False
                     if bad and pol.nonfinite == NONFINITE_RAISE:

@@ -517,6 +517,24 @@ cdef struct GradPolicy:
     double scale                # the loss scale the grads are divided by; 1: none
 
 
+cdef tuple _given_stats(object stats):
+    """``grad_stats=``: the two numbers of Plan.grad_stats (summed over plans or processes):
+    a sum of squares (>= 0 or NaN; inf when a grad is) and a count of non-finite (>= 0)."""
+    try:
+        a = np.asarray(stats, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"Invalid grad_stats: expected 2 numbers [sum of squares, "
+                        f"non-finite], got {type(stats).__name__}") from None
+    if a.shape != (2,):
+        raise ValueError(f"Invalid grad_stats: expected 2 numbers [sum of squares, "
+                         f"non-finite], got shape {a.shape}")
+    sumsq, bad = float(a[0]), float(a[1])
+    if sumsq < 0 or not (bad >= 0 and isfinite(bad)):
+        raise ValueError(f"Invalid grad_stats: {[sumsq, bad]} (the sum of squares must be "
+                         f">= 0, the non-finite count a finite number >= 0)")
+    return sumsq, bad
+
+
 cdef int _grad_policy(GradPolicy* pol, object nonfinite, object max_grad_norm,
                       object grad_scale) except -1:
     if type(nonfinite) is not str:

@@ -72,6 +72,8 @@ _GROUP_SALT = 0x9E3779B97F4A7C15
 _STEP_SALT = 0xBF58476D1CE4E5B9
 SR_STEP = "sr_step"
 _STORAGE_DEFAULTS = {"rounding": "nearest", "seed": 0}
+# The gradient policy (group keys, one for the whole step): as fastadam.optim's classes.
+_POLICY_DEFAULTS = {"nonfinite": "propagate", "max_grad_norm": None}
 _STRIDED = torch.strided
 # 8-bit states (state_bits=8): bitsandbytes' layout. State k of the kernel (registry order)
 # is 'state{k+1}', as uint8 codes of the param's shape when it is 8-bit, with
@@ -91,7 +93,9 @@ def _storage(hyper: Dict[str, Any], storage: Dict[str, Any]) -> Dict[str, Any]:
     ``state_bits``/``min_8bit_size``."""
     storage = dict(storage)
     q8 = {k: storage.pop(k) for k in _Q8_DEFAULTS if k in storage}
-    return {**_storage16(hyper, storage), **_Q8_DEFAULTS, **q8}
+    policy = {k: storage.pop(k, v) for k, v in _POLICY_DEFAULTS.items()}
+    pg = {"process_group": storage.pop("process_group")} if "process_group" in storage else {}
+    return {**_storage16(hyper, storage), **_Q8_DEFAULTS, **q8, **policy, **pg}
 
 
 def _state_bits(x: Any) -> int:
@@ -112,6 +116,28 @@ _bump_versions = getattr(getattr(torch.autograd, "graph", None), "increment_vers
 # torch.compile must not trace into a step: its NumPy calls write tensors behind autograd's
 # back (torch.optim's zero_grad is excluded the same way).
 _no_dynamo = getattr(torch, "_disable_dynamo", lambda fn: fn)
+
+
+def _dtensor_type() -> Any:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:     # a torch built without torch.distributed
+        return ()
+    return DTensor
+
+
+_DTENSOR = _dtensor_type()
+
+
+def _local(t: Any) -> Any:
+    """What this process steps of ``t``: a DTensor's local shard (FSDP2, tensor-parallel
+    params and their states; the update is elementwise, so each rank steps its shard),
+    anything else as it is."""
+    return t._local_tensor if _DTENSOR and isinstance(t, _DTENSOR) else t
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return _local(t).data_ptr()     # (a DTensor's own data_ptr() is 0)
 
 
 def _scalar_dtype(group: Dict[str, Any]) -> torch.dtype:
@@ -144,7 +170,9 @@ def _check_tensor(t: Any, what: str, like: Optional[torch.Tensor] = None,
     """Raise unless ``t`` can be updated in place through a NumPy view: a dense, contiguous
     float32/float64/bfloat16/float16 CPU tensor; given ``like`` (its param), of its shape
     and of its dtype, or with ``role`` ("grad", "state") of a dtype the core's MIXING table
-    allows for a param stepped in ``stepped`` (default: the param's dtype)."""
+    allows for a param stepped in ``stepped`` (default: the param's dtype). A DTensor is
+    checked by its local shard."""
+    t, like = _local(t), _local(like)
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"Invalid {what}: expected a torch.Tensor, got {type(t).__name__}")
     if t.layout is not _STRIDED:
@@ -191,7 +219,9 @@ def _bfloat16() -> Any:
 
 def _view(t: torch.Tensor, what: str) -> np.ndarray:
     """A zero-copy NumPy view of ``t``'s memory (the detached alias keeps it alive).
-    torch.bfloat16 has no ``.numpy()``: its bits are viewed as int16, then as bfloat16."""
+    torch.bfloat16 has no ``.numpy()``: its bits are viewed as int16, then as bfloat16.
+    A DTensor's view is its local shard's."""
+    t = _local(t)
     try:
         if t.dtype is torch.bfloat16:
             return t.detach().view(torch.int16).numpy().view(_bfloat16())
@@ -202,6 +232,7 @@ def _view(t: torch.Tensor, what: str) -> np.ndarray:
 
 def _check_master(t: Any, what: str, p: torch.Tensor) -> None:
     """A 16-bit param's master copy: a float32 tensor of its shape."""
+    t, p = _local(t), _local(p)
     _check_tensor(t, what)
     if t.dtype != torch.float32:
         raise TypeError(f"Invalid {what} dtype: expected torch.float32 (the master copy of "
@@ -304,6 +335,7 @@ class _Entry:
         n = len(params)
         self.gi = gi
         self.params = params
+        self.locals = [_local(p) for p in params]   # the tensors written (DTensor: shard)
         self.slots = slots
         self.names = [_where(group, gi, j) for j in pos]
         self.scalar_names = opt._scalar_names
@@ -406,12 +438,13 @@ class _Entry:
         self.scalars0 = self.scalar_args(0) if self.scalar_names and n else None
         self.tensors = [((sv,) if opt._has_step else ()) + scv + tens
                         for sv, scv, tens in zip(step_views, scalar_views, slot_tensors)]
-        self.ptrs = [(p.data_ptr(),) + tuple(t.data_ptr() for t in tens)
+        self.ptrs = [(_ptr(p),) + tuple(_ptr(t) for t in tens)
                      for p, tens in zip(params, self.tensors)]
         # Byte ranges of everything the kernels write (for the cross-group overlap check).
         lo, hi = [], []
         for p, tens in zip(params, written_tensors):
             for t in (p,) + tens:
+                t = _local(t)
                 nb = t.numel() * t.element_size()
                 if nb:
                     lo.append(t.data_ptr())
@@ -438,8 +471,8 @@ class _Entry:
         for p, q, dt, sh, tens, ptrs, keys in zip(params, self.params, self.dtypes,
                                                   self.shapes, self.tensors, self.ptrs,
                                                   self.keys):
-            if (p is not q or p.data_ptr() != ptrs[0] or p.dtype is not dt
-                    or p.shape != sh or not p.is_contiguous()):
+            if (p is not q or _ptr(p) != ptrs[0] or p.dtype is not dt
+                    or p.shape != sh or not _local(p).is_contiguous()):
                 return False
             if keys:
                 st = state.get(p)
@@ -449,7 +482,7 @@ class _Entry:
                 if dt in _HALF and (st.get(MASTER) is None) == (keys[-1] == MASTER):
                     return False
                 for k, t, ptr in zip(keys, tens, ptrs[1:]):
-                    if st.get(k) is not t or t.data_ptr() != ptr:
+                    if st.get(k) is not t or _ptr(t) != ptr:
                         return False
         return True
 
@@ -465,7 +498,7 @@ class _Entry:
             what = f"grad of {name}"
             _check_tensor(g, what, like=p, role="grad", stepped=stepped.dtype)
             gv = _view(g, what)
-            ptr = g.data_ptr()
+            ptr = _ptr(g)
             if ptr % gv.itemsize:
                 raise ValueError(f"Invalid {what}: its data is not aligned to its itemsize")
             out.append(gv)
@@ -626,6 +659,8 @@ class _Optimizer(_TorchOptimizer):
         self.state_bits = _state_bits(defaults.pop("state_bits", 32))
         self.min_8bit_size = _min_8bit_size(defaults.pop("min_8bit_size",
                                                           _registry.MIN_8BIT_SIZE))
+        self.process_group = _process_group(defaults.pop("process_group", None))
+        self.grad_norm: Optional[float] = None
         if self.state_bits == 8 and self.state_dtype is not None:
             raise ValueError(f"Invalid state_dtype: {self.state_dtype} with state_bits=8 "
                              f"(8-bit states are uint8 codes; the tensors below "
@@ -707,6 +742,11 @@ class _Optimizer(_TorchOptimizer):
     def _new_state_dtype(self, p: torch.Tensor, state: Dict[str, Any]) -> torch.dtype:
         """The dtype of ``p``'s new states (checked against the core's MIXING table)."""
         stepped = torch.float32 if self._with_master(p, state) else p.dtype
+        if self._is_8bit(p) and _local(p) is not p:
+            raise TypeError(f"Invalid state_bits: 8-bit states of DTensor params are not "
+                            f"supported (their blocks and absmax would be per shard); got a "
+                            f"DTensor param of {p.numel()} elements (>= min_8bit_size="
+                            f"{self.min_8bit_size})")
         if self._is_8bit(p) and not _registry.MIXING[_DTYPE_NAMES[stepped]]["state8"]:
             raise TypeError(f"Invalid state_bits: 8-bit states need a float32, bfloat16 or "
                             f"float16 param, got a {p.dtype} param of {p.numel()} elements "
@@ -749,7 +789,9 @@ class _Optimizer(_TorchOptimizer):
             raise
 
     def __getstate__(self) -> Dict[str, Any]:
-        return {**super().__getstate__(), "master_weights": self.master_weights,
+        # (a process group is not picklable: a copy reduces over none until given one)
+        return {**super().__getstate__(), "process_group": None,
+                "master_weights": self.master_weights,
                 "state_dtype": self.state_dtype, "state_bits": self.state_bits,
                 "min_8bit_size": self.min_8bit_size}
 
@@ -760,13 +802,15 @@ class _Optimizer(_TorchOptimizer):
         self.__dict__.setdefault("state_dtype", None)
         self.__dict__.setdefault("state_bits", 32)
         self.__dict__.setdefault("min_8bit_size", _registry.MIN_8BIT_SIZE)
+        self.__dict__.setdefault("process_group", None)
+        self.__dict__.setdefault("grad_norm", None)
         self._set_layout()
         for group in self.param_groups:
             for k, v in self._setdefaults.items():
                 group.setdefault(k, v)
             # (a torch.optim checkpoint has no rounding: the optimizer's own is kept)
-            for k in ("rounding", "seed"):
-                group.setdefault(k, self.defaults.get(k, _STORAGE_DEFAULTS[k]))
+            for k, v in {**_STORAGE_DEFAULTS, **_POLICY_DEFAULTS}.items():
+                group.setdefault(k, self.defaults.get(k, v))
             if not self._has_step:
                 continue
             for p in group["params"]:
@@ -918,6 +962,59 @@ class _Optimizer(_TorchOptimizer):
             raise ValueError(f"{_NO_SR_WITH_MASTER} ({where})")
         return _core.validate(self._name, group)
 
+    def _policy(self) -> Tuple[str, Optional[float]]:
+        """(nonfinite, max_grad_norm): one policy for the whole step, so every group must
+        carry the same (the core checks the values)."""
+        g0 = self.param_groups[0]
+        nf, mgn = g0.get("nonfinite", "propagate"), g0.get("max_grad_norm")
+        for gi, g in enumerate(self.param_groups[1:], 1):
+            for name, ours in (("nonfinite", nf), ("max_grad_norm", mgn)):
+                if g.get(name, ours) != ours:
+                    raise ValueError(f"Invalid param_groups[{gi}][{name!r}]: {g[name]!r} "
+                                     f"differs from param_groups[0]'s {ours!r}; the gradient "
+                                     f"policy covers the whole step, so every group must "
+                                     f"have the same")
+        return nf, mgn
+
+    def _grad_stats(self, work) -> np.ndarray:
+        """[sum of squares, non-finite] of every grad of the step: each plan's pre-pass,
+        then, when the params are shards, one all-reduce over their process group."""
+        stats = np.zeros(2)
+        for entry, grads, _, runs, run_of, *_ in work:
+            stats += entry.plan.grad_stats(grads, runs if run_of is not None else None,
+                                           run_of)
+        pg = self._reduction(work)
+        if pg is not None:
+            import torch.distributed as dist
+            t = torch.from_numpy(stats)
+            dist.all_reduce(t, group=pg)        # one small collective per step
+        return stats
+
+    def _reduction(self, work) -> Any:
+        """The process group whose grads make up the whole model's: ``process_group`` when
+        given (ZeroRedundancyOptimizer's ranks each step a part), else the 1-D mesh of the
+        DTensor params (FSDP2's shards), else none (every rank has every grad, as DDP)."""
+        if self.process_group is not None:
+            return self.process_group
+        meshes = set()
+        for entry, *_ in work:
+            for p, name in zip(entry.params, entry.names):
+                if _local(p) is p:
+                    continue
+                from torch.distributed.tensor import Shard
+                if p.device_mesh.ndim != 1 or not isinstance(p.placements[0], Shard):
+                    raise ValueError(
+                        f"Invalid {name}: a DTensor with placements {p.placements} on a "
+                        f"{p.device_mesh.ndim}-D mesh; nonfinite/max_grad_norm sum the "
+                        f"grads' squares over the mesh of Shard params on a 1-D mesh (a "
+                        f"replicated shard would count once per rank): pass process_group= "
+                        f"for other layouts")
+                meshes.add(p.device_mesh)
+        if len(meshes) > 1:
+            raise ValueError("Invalid params: DTensor params on different meshes; pass "
+                             "process_group= to say over which the grads' norm is summed")
+        return next(iter(meshes)).get_group() if meshes else None
+
     def _rounding(self, gi: int, group: Dict[str, Any]) -> Tuple[str, int]:
         """The plan's (rounding, seed) for group ``gi`` (see the class docstring)."""
         rounding, seed = group.get("rounding", "nearest"), group.get("seed", 0)
@@ -952,24 +1049,32 @@ class _Optimizer(_TorchOptimizer):
                 grads, gptrs = entry.grads()
                 work.append((entry, grads, gptrs) + entry.runs(hyper, self._by_step)
                             + self._rounding(gi, group))
+            nf, mgn = self._policy()
             if len(work) > 1:
                 # Several plans: check what each one's step would refuse before any runs
                 # (one plan checks everything before it writes).
                 for entry, _, _, runs, run_of, _, rounding, seed in work:
                     try:
-                        entry.plan.check_runs(runs, run_of, rounding=rounding, seed=seed)
+                        entry.plan.check_runs(runs, run_of, nf, mgn, rounding=rounding,
+                                              seed=seed)
                     except (TypeError, ValueError) as e:
                         raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
                 _check_disjoint(work)
+            stats = None
+            if work and (nf != "propagate" or mgn is not None):
+                stats = self._grad_stats(work)
+                self.grad_norm = math.sqrt(stats[0])
+                if stats[1] > 0 and nf == "skip":
+                    return loss         # nothing written, on any rank
             for entry, grads, _, runs, run_of, reps, rounding, seed in work:
                 try:
                     if run_of is None:
                         hyper, step, scalars = runs[0]
-                        entry.plan.step(grads, hyper, step, scalars=scalars,
-                                        rounding=rounding, seed=seed)
+                        entry.plan.step(grads, hyper, step, nf, mgn, scalars=scalars,
+                                        rounding=rounding, seed=seed, grad_stats=stats)
                     else:
-                        entry.plan.step_runs(grads, runs, run_of, rounding=rounding,
-                                             seed=seed)
+                        entry.plan.step_runs(grads, runs, run_of, nf, mgn, rounding=rounding,
+                                             seed=seed, grad_stats=stats)
                 except (TypeError, ValueError) as e:   # checked above: nothing written
                     raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
                 if entry.scalar_np:
@@ -981,8 +1086,18 @@ class _Optimizer(_TorchOptimizer):
                     group = self.param_groups[entry.gi]
                     group[SR_STEP] = int(group.get(SR_STEP, 0)) + 1
                 if _bump_versions is not None:
-                    _bump_versions(entry.params)
+                    _bump_versions(entry.locals)
         return loss
+
+
+def _process_group(pg: Any) -> Any:
+    if pg is None:
+        return None
+    from torch.distributed import ProcessGroup
+    if not isinstance(pg, ProcessGroup):
+        raise TypeError(f"Invalid process_group: expected None or a "
+                        f"torch.distributed.ProcessGroup, got {type(pg).__name__}")
+    return pg
 
 
 def _check_disjoint(work) -> None:
