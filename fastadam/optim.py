@@ -406,16 +406,28 @@ class Optimizer:
         with self._lock:
             self._add_groups([param_group], first=False)
 
-    def step(self, grads: Any, grad_scale: Union[float, None] = None) -> bool:
-        """Update every param in place from ``grads``: a list or tuple with one entry per
-        param (every group's, in order), or a dict name -> grad, like the params; ``None``
-        for a param that has no gradient this step (it and its state are left as they are).
+    def grad_stats(self, grads: Any) -> np.ndarray:
+        """The gradient policy's pre-pass alone, for data parallelism across processes: a
+        float64 array ``[sum of squares, non-finite]`` of ``grads`` (as :meth:`step` takes
+        them; not unscaled), ``non-finite`` 1.0 when an element is NaN or inf. Such arrays
+        add up: sum them over the ranks (a plain sum all-reduce, e.g. mpi4py's
+        ``comm.Allreduce``) and pass the total to ``step(grads, grad_stats=total)``, which
+        then clips by the norm of every rank's grads and skips on every rank when any rank
+        has a non-finite grad. Writes nothing."""
+        grads = self._grad_list(grads)
+        with self._lock:
+            if type(grads) in (list, tuple) and _core.first_none(grads) < 0:
+                return self._plan.grad_stats(grads)
+            if len(grads) != len(self._keys):
+                raise ValueError(f"Invalid grads: expected {len(self._keys)} arrays (one "
+                                 f"per param), got {len(grads)}")
+            group = self.param_groups[0]
+            run_of = np.array([-1 if g is None else 0 for g in grads], np.intp)
+            runs = [(_core.validate(self._name, group), 1, self._group_scalars[0])]
+            return self._plan.grad_stats(grads, runs, run_of)
 
-        ``grad_scale``: divide the gradients by this first (the loss scale of mixed
-        precision training). Every grad, param and hyperparameter is validated before any
-        array is written. Returns True when the update was applied, False when
-        ``nonfinite="skip"`` skipped it (then nothing changed and the step is not counted).
-        """
+    def _grad_list(self, grads: Any) -> Any:
+        """``grads`` as a list in the params' order (a dict: by the params' names)."""
         if self._is_dict:
             if not isinstance(grads, Mapping):
                 raise TypeError(f"Invalid grads: expected a dict like the params, "
@@ -427,6 +439,24 @@ class Optimizer:
                                  f"(missing {missing}, unexpected {extra}); give None for a "
                                  f"param without a gradient")
             grads = [grads[k] for k in self._keys]
+        return grads
+
+    def step(self, grads: Any, grad_scale: Union[float, None] = None,
+             grad_stats: Any = None) -> bool:
+        """Update every param in place from ``grads``: a list or tuple with one entry per
+        param (every group's, in order), or a dict name -> grad, like the params; ``None``
+        for a param that has no gradient this step (it and its state are left as they are).
+
+        ``grad_scale``: divide the gradients by this first (the loss scale of mixed
+        precision training). Every grad, param and hyperparameter is validated before any
+        array is written. Returns True when the update was applied, False when
+        ``nonfinite="skip"`` skipped it (then nothing changed and the step is not counted).
+
+        ``grad_stats``: :meth:`grad_stats` summed over every rank; the policy
+        (``nonfinite``, ``max_grad_norm``) then acts on it instead of this step's own
+        pre-pass (without a policy it is not used).
+        """
+        grads = self._grad_list(grads)
         with self._lock:
             groups = self.param_groups
             gstep = self._group_step
@@ -439,7 +469,7 @@ class Optimizer:
                     applied = self._plan.step(grads, _core.validate(self._name, group),
                                               gstep[0] + 1, nf, mgn, grad_scale,
                                               self._group_scalars[0], group["rounding"],
-                                              group["seed"])
+                                              group["seed"], grad_stats)
                 except TypeError:
                     # A None grad is refused there before anything is written: such a
                     # step goes by runs (any other TypeError is raised again there).
@@ -452,14 +482,15 @@ class Optimizer:
                         for buf in self._scalar_bufs:       # every param as the first
                             buf[1:] = buf[0]
             if not lean:
-                nf, mgn, applied = self._step_runs(grads, grad_scale)
+                nf, mgn, applied = self._step_runs(grads, grad_scale, grad_stats)
             computed = nf != "propagate" or mgn is not None
             self._grad_norm = self._plan.grad_norm if computed else None
             if applied:
                 self._step_count += 1
         return applied
 
-    def _step_runs(self, grads: Any, grad_scale: Any) -> Tuple[Any, Any, bool]:
+    def _step_runs(self, grads: Any, grad_scale: Any,
+                   grad_stats: Any = None) -> Tuple[Any, Any, bool]:
         """A step over several groups, or with params whose grad is None or whose step
         counts differ: one native call over runs of params that share a group, a step
         count and scalar states."""
@@ -471,7 +502,7 @@ class Optimizer:
             runs = [(hypers[g], self._group_step[g] + 1, self._group_scalars[g])
                     for g in nonempty]
             applied = self._plan.step_runs(grads, runs, run_of, nf, mgn, grad_scale,
-                                           *self._rounding(groups))
+                                           *self._rounding(groups), grad_stats)
             if applied:
                 self._group_step = [s + 1 for s in self._group_step]
                 for buf in self._scalar_bufs:       # every param of a group as its first
@@ -490,7 +521,7 @@ class Optimizer:
             runs = [(hypers[0], int(self._steps[0]) + 1, self._group_scalars[0])]
             run_of = np.full(len(self._keys), -1, np.intp)
         applied = self._plan.step_runs(grads, runs, run_of, nf, mgn, grad_scale,
-                                       *self._rounding(groups))
+                                       *self._rounding(groups), grad_stats)
         if applied and active.size:
             self._steps[active] += 1
             for buf in self._scalar_bufs:       # every param of a run as its first

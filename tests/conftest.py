@@ -195,7 +195,8 @@ def pytest_configure(config):
 
 # The group keys fastadam.torch adds to torch.optim's (how 16-bit params are rounded), with
 # their defaults: a torch.optim checkpoint lacks them, and torch.optim keeps them.
-STORAGE_KEYS = {"rounding": "nearest", "seed": 0}
+# fastadam.torch's own group keys: the 16-bit rounding and the gradient policy
+STORAGE_KEYS = {"rounding": "nearest", "seed": 0, "nonfinite": "propagate", "max_grad_norm": None}
 
 
 def torch_keys(d):
