@@ -29,6 +29,13 @@ param or option, before anything is written. ``foreach``
 and ``fused`` are accepted and kept (fastadam's step is always one fused multi-tensor call),
 so that state dicts from torch's fused or foreach optimizers load unchanged.
 
+Gradient policy (group keys, one value for the whole step, as fastadam.optim's classes):
+``nonfinite="propagate" | "skip" | "raise"`` and ``max_grad_norm`` (torch's
+``clip_grad_norm_`` rule), from one pre-pass over the grads; ``opt.grad_norm`` is the last
+step's norm. Under torch.distributed the pre-pass's ``[sum of squares, non-finite]`` is
+summed by one all-reduce over ``process_group`` (a keyword of every class), or else over the
+1-D mesh of DTensor params (FSDP2's shards), which are stepped by their local shards.
+
 Importing ``fastadam`` does not import torch; this module needs it
 (``pip install "fastadam[torch]"``).
 """

@@ -361,3 +361,26 @@ def test_train_torch_8bit_example():
         assert res[kind]["accuracy"] >= f32["accuracy"] - 0.015, res
         assert res[kind]["loss"] <= f32["loss"] + 0.02, res
     assert f8["state_bytes"] < 0.3 * f32["state_bytes"], res
+
+
+def test_mpi_sharded_optimizer_matches_one_process():
+    """examples/mpi_sharded_optimizer.py under mpirun with 2 ranks (the ``mpi`` extra and
+    Debian's openmpi-bin): every rank steps its slice, clipped by the whole gradient's norm
+    from the summed grad_stats, and ends where one process with one optimizer ends."""
+    import shutil
+    if importlib.util.find_spec("mpi4py") is None or shutil.which("mpirun") is None:
+        pytest.skip("needs mpi4py (the mpi extra) and mpirun (Debian's openmpi-bin)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (FASTADAM_ROOT, os.environ.get("PYTHONPATH")) if p),
+        OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMPI_MCA_rmaps_base_oversubscribe="1")
+    proc = subprocess.run(["mpirun", "-n", "2", "-x", "PYTHONPATH", sys.executable,
+                           os.path.join(EXAMPLES, "mpi_sharded_optimizer.py")],
+                          capture_output=True, text=True, env=env, timeout=300,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ranks: 2" in proc.stdout, proc.stdout
+    dev = float(re.search(r"max \|w - one process\|: " + NUMBER, proc.stdout).group(1))
+    assert dev <= 1e-12, proc.stdout
+    loss = float(re.search(r"final loss: " + NUMBER, proc.stdout).group(1))
+    assert loss < 0.06, proc.stdout
