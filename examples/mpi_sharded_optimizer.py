@@ -1,4 +1,5 @@
-"""Data parallelism for NumPy with mpi4py, the optimizer sharded across the ranks.
+"""Data parallelism for NumPy with mpi4py, the optimizer sharded across the ranks
+==============================================================================
 
 Each rank computes the gradient of a least-squares loss on its slice of the data; one
 all-reduce averages the gradients; each rank then steps only its own slice of the weights
@@ -8,8 +9,10 @@ clipped by the norm of the *whole* gradient: ``opt.grad_stats`` gives the slice'
 ``opt.step(grads, grad_stats=total)`` applies the global clipping factor. An all-gather puts
 the weights back together.
 
-    mpirun -n 2 python examples/mpi_sharded_optimizer.py      # Open MPI: add --oversubscribe
-    python examples/mpi_sharded_optimizer.py                   # one process, same result
+.. code-block:: text
+
+    mpirun -n 2 python examples/mpi_sharded_optimizer.py   # Open MPI: add --oversubscribe
+    python examples/mpi_sharded_optimizer.py                # one process, same result
 
 It prints the final loss and how far the weights are from one process running one
 optimizer over all of them with the same clipping (0 up to rounding).
