@@ -637,6 +637,9 @@ class _Optimizer(_TorchOptimizer):
     """
 
     _name: str = ""
+    # torch.amp.GradScaler: it sets grad_scale and found_inf on the optimizer and calls
+    # step(), which unscales inside the fused update (no separate unscale_ pass).
+    _step_supports_amp_scaling = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -1031,13 +1034,27 @@ class _Optimizer(_TorchOptimizer):
         return rounding, (seed + gi * _GROUP_SALT + count * _STEP_SALT) % 2 ** 64
 
     @_no_dynamo
-    def step(self, closure: Optional[Callable[[], Any]] = None):
+    def step(self, closure: Optional[Callable[[], Any]] = None, *, grad_scale: Any = None,
+             found_inf: Any = None):
         """One optimization step over every param that has a gradient.
 
         ``closure`` (optional) re-evaluates the model and returns the loss; it runs under
         ``torch.enable_grad()`` and its result is returned. Every group's options, params,
         states and gradients are checked before any tensor is written.
+
+        ``grad_scale`` (a number or one-element tensor, > 0): the grads are divided by it
+        inside the fused update; ``found_inf`` (same): when > 0 the step changes nothing.
+        torch.amp.GradScaler passes both as the attributes ``grad_scale`` and
+        ``found_inf`` (as to torch's fused optimizers), used when the arguments are None.
         """
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
+        scale = None if grad_scale is None else _scalar_value(grad_scale, "grad_scale")
+        if scale is not None and not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"Invalid grad_scale: {scale!r} (must be finite and > 0)")
+        skip = found_inf is not None and _scalar_value(found_inf, "found_inf") > 0
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -1062,26 +1079,28 @@ class _Optimizer(_TorchOptimizer):
                 # (one plan checks everything before it writes).
                 for entry, _, _, runs, run_of, _, rounding, seed in work:
                     try:
-                        entry.plan.check_runs(runs, run_of, nf, mgn, rounding=rounding,
-                                              seed=seed)
+                        entry.plan.check_runs(runs, run_of, nf, mgn, scale,
+                                              rounding=rounding, seed=seed)
                     except (TypeError, ValueError) as e:
                         raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
                 _check_disjoint(work)
+            if skip:
+                return loss             # GradScaler found an inf: nothing written
             stats = None
             if work and (nf != "propagate" or mgn is not None):
                 stats = self._grad_stats(work)
-                self.grad_norm = math.sqrt(stats[0])
+                self.grad_norm = math.sqrt(stats[0]) / (scale or 1.0)
                 if stats[1] > 0 and nf == "skip":
                     return loss         # nothing written, on any rank
             for entry, grads, _, runs, run_of, reps, rounding, seed in work:
                 try:
                     if run_of is None:
                         hyper, step, scalars = runs[0]
-                        entry.plan.step(grads, hyper, step, nf, mgn, scalars=scalars,
+                        entry.plan.step(grads, hyper, step, nf, mgn, scale, scalars=scalars,
                                         rounding=rounding, seed=seed, grad_stats=stats)
                     else:
-                        entry.plan.step_runs(grads, runs, run_of, nf, mgn, rounding=rounding,
-                                             seed=seed, grad_stats=stats)
+                        entry.plan.step_runs(grads, runs, run_of, nf, mgn, scale,
+                                             rounding=rounding, seed=seed, grad_stats=stats)
                 except (TypeError, ValueError) as e:   # checked above: nothing written
                     raise type(e)(f"param_groups[{entry.gi}]: {e}") from None
                 if entry.scalar_np:
