@@ -138,9 +138,21 @@ def _default_threads():
         warnings.warn(f"FASTADAM_NUM_THREADS={env!r} is not a whole number from 1 to 256; ignored",
                       RuntimeWarning, stacklevel=2)
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    # Several ranks on one node (torchrun sets LOCAL_WORLD_SIZE): share its CPUs.
+    local = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    if local:
+        try:
+            ranks = int(local)
+            if ranks >= 1:
+                return max(1, cpus // ranks)
+        except ValueError:
+            pass
+        warnings.warn(f"LOCAL_WORLD_SIZE={local!r} is not a whole number >= 1; ignored",
+                      RuntimeWarning, stacklevel=2)
+    return cpus
 
 
 def set_num_threads(n):
@@ -160,7 +172,7 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The number of threads a large step may use (FASTADAM_NUM_THREADS, else the CPUs
-    this process may run on)."""
+    this process may run on, divided by LOCAL_WORLD_SIZE when that is set)."""
     return _num_threads
 
 

@@ -319,6 +319,24 @@ def test_fastadam_num_threads():
     assert info["warnings"] == []
 
 
+def test_local_world_size_shares_the_cpus():
+    """Ranks on one node (torchrun's LOCAL_WORLD_SIZE) split this process's CPUs; an
+    invalid value warns and is ignored; FASTADAM_NUM_THREADS wins."""
+    import os
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    for ranks, want in (("1", cpus), ("2", max(1, cpus // 2)), ("1000", 1)):
+        info, _ = _probe(env={"LOCAL_WORLD_SIZE": ranks, "FASTADAM_NUM_THREADS": ""})
+        assert info["threads"] == want, (ranks, info["threads"])
+        assert info["warnings"] == []
+    for bad in ("x", "0"):
+        info, _ = _probe(env={"LOCAL_WORLD_SIZE": bad, "FASTADAM_NUM_THREADS": ""})
+        assert info["threads"] == cpus
+        assert any("LOCAL_WORLD_SIZE" in w[-1] for w in info["warnings"]), info["warnings"]
+    info, _ = _probe(env={"LOCAL_WORLD_SIZE": "2", "FASTADAM_NUM_THREADS": "3"})
+    assert info["threads"] == 3
+
+
 def test_thread_counts_and_paths_agree_bit_for_bit():
     # Large enough that 3 threads split the work (every kernel's threshold is <= 2**17
     # elements per thread; the 16-bit layouts' Adam and SGD <= 2**16), odd so the chunks
